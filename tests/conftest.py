@@ -1,0 +1,55 @@
+"""Shared fixtures: a small synthetic dataset and one tiny trained checkpoint.
+
+Nothing here touches a network hub: the text tower is trained from scratch on a
+character vocabulary and the image backbone is a timm test model without weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the synthetic-data cache of CLI defaults out of the user's home."""
+    old = os.environ.get("WENLAN_CACHE")
+    os.environ["WENLAN_CACHE"] = str(tmp_path_factory.mktemp("wenlan-cache"))
+    yield
+    if old is None:
+        os.environ.pop("WENLAN_CACHE", None)
+    else:
+        os.environ["WENLAN_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    from wenlan_cli.data.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synth"), train=96, val=24, test=8, seed=1)
+
+
+def tiny_train_config(out, data_dir, **overrides):
+    """A pretrain config small enough for a few-second CPU run."""
+    from wenlan_cli.config import TrainConfig
+
+    settings = dict(
+        model="brivl-tiny", dataset="synth", data_dir=str(data_dir), out=str(out), steps=6, batch_size=16,
+        queue_size=64, warmup=2, log_every=2, workers=0, seed=0,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synth_dir):
+    """One short pretrain run shared by the evaluation, encode and checkpoint tests."""
+    from wenlan_cli.train.loop import Pretrainer
+
+    out = tmp_path_factory.mktemp("run")
+    result = Pretrainer(tiny_train_config(out, synth_dir)).run()
+    return result

@@ -1,0 +1,82 @@
+"""The `wenlan` command line: one module per command, joined here.
+
+`main()` turns the library's errors into one sentence on stderr and an exit code
+(0 success, 1 a failed run, 2 bad usage); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from ..errors import WenlanError
+from . import state
+
+app = typer.Typer(
+    name="wenlan",
+    help="Train, evaluate and use BriVL, the Chinese image-text model of WenLan.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    state.DEBUG = debug or os.environ.get("WENLAN_DEBUG") == "1"
+
+
+def _register() -> None:
+    from . import data, encode, eval_retrieval, finetune_caption, models, plugins, pretrain
+
+    for module in (pretrain, eval_retrieval, encode, finetune_caption, plugins, models):
+        module.register(app)
+    app.add_typer(data.app, name="data")
+    from ..tasks import register_task_commands
+
+    register_task_commands(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    command = typer.main.get_command(app)
+    state.DEBUG = os.environ.get("WENLAN_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        result = command.main(args=argv, prog_name="wenlan", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except WenlanError as exc:
+        if state.DEBUG:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug or an environment problem we did not anticipate
+        if state.DEBUG:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())

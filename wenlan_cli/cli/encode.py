@@ -1,0 +1,127 @@
+"""`wenlan encode`: image files/folders or texts to an (N, D) float32 .npy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+
+def encode(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (searched recursively: jpg, png, webp, bmp).")] = None,
+    checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory.")] = ...,
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="The .npy to write (default: stdout, when it is redirected).")] = None,
+    texts: Annotated[Optional[Path], Opt(help="Encode the texts of this file (one per line) instead of images.")] = None,
+    manifest: Annotated[Optional[Path], Opt(help="Where to write the row order (default: next to --output).")] = None,
+    dataset: Annotated[Optional[str], Opt(help="Encode a dataset split instead (its boxes are used): synth, aic-icc, ...")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
+    split: Annotated[str, Opt(help="Split of --dataset.")] = "val",
+    captions: Annotated[bool, Opt("--captions", help="With --dataset: encode the split's captions (in record order) instead of its images.")] = False,
+    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out (the manifest lists them) instead of failing.")] = False,
+    batch_size: Annotated[int, Opt(help="Items per forward pass.")] = 128,
+    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
+) -> None:
+    """Turn images or texts into L2-normalised float32 vectors, one row per item, in the
+    order the manifest records (folders: sorted paths)."""
+    import os
+
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..data.records import ImageTextRecord
+    from ..encode import collect_image_paths, encode_images, encode_texts, read_text_lines
+    from ..errors import UsageError
+    from ..loading import load_checkpoint
+    from ..train.distributed import pick_device
+
+    sources = sum(x for x in (bool(paths), texts is not None, dataset is not None))
+    if sources > 1:
+        raise UsageError("give one of: image PATHS, --texts FILE or --dataset NAME.")
+    if sources == 0:
+        raise UsageError("give image files or folders to encode, --texts FILE, or --dataset NAME.")
+    if captions and dataset is None:
+        raise UsageError("--captions needs --dataset.")
+    if output is None and sys.stdout.isatty():
+        raise UsageError("refusing to write binary .npy data to a terminal; pass -o FILE.npy or redirect stdout.")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    if output is not None and output.suffix != ".npy":
+        raise UsageError(f"--output {output} should end in .npy.")
+
+    err = Console(stderr=True)
+    records, owners = None, None
+    if dataset is not None:
+        from ..data.sources import load_records
+
+        records = load_records(dataset, data_dir, split)
+        if captions:
+            items = [c for r in records for c in r.captions]
+            owners = [r.image_id for r in records for _ in r.captions]
+        else:
+            items = [r.image_path for r in records]
+    elif texts is not None:
+        items = read_text_lines(texts)
+    else:
+        items = collect_image_paths(paths)
+    encoding_texts = texts is not None or captions
+    if not items:
+        raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
+    dev = pick_device(device)
+    loaded = load_checkpoint(checkpoint, device=dev)
+    progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+    skipped: list[dict] = []
+    with progress:
+        task = progress.add_task("encode", total=len(items))
+        advance = lambda n: progress.advance(task, n)  # noqa: E731
+        if encoding_texts:
+            vectors = encode_texts(
+                loaded.model, loaded.tokenizer, items, device=dev, max_length=loaded.config.text.max_length,
+                batch_size=batch_size, precision=precision, on_batch=advance,
+            )
+            rows = items
+        else:
+            if records is None:
+                records = [ImageTextRecord(image_id=str(p), image_path=p, captions=[]) for p in items]
+            n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+            result = encode_images(
+                loaded.model, records, loaded.settings, device=dev, batch_size=batch_size, workers=n_workers,
+                skip_bad=skip_bad, precision=precision, on_batch=advance,
+            )
+            vectors = result.embeddings
+            rows = [str(items[i]) if dataset is None else records[i].image_id for i in result.kept]
+            skipped = [{"path": str(items[i]), "error": message} for i, message in result.failures]
+    array = np.ascontiguousarray(vectors.numpy().astype(np.float32))
+    manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, array)
+    else:
+        np.save(sys.stdout.buffer, array)
+        sys.stdout.buffer.flush()
+    if manifest_path is not None:
+        manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps({
+            "checkpoint": str(loaded.path),
+            "kind": "text" if encoding_texts else "image",
+            "shape": list(array.shape),
+            "rows": rows,
+            **({"dataset": dataset, "split": split} if dataset else {}),
+            **({"caption_images": owners} if owners is not None else {}),
+            "skipped": skipped,
+        }, ensure_ascii=False, indent=1), encoding="utf-8")
+    where = str(output) if output is not None else "stdout"
+    err.print(f"Encoded {array.shape[0]} {'texts' if encoding_texts else 'images'} -> {where} {tuple(array.shape)}"
+              + (f"; row order in {manifest_path}" if manifest_path else "; pass --manifest FILE to record the row order")
+              + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("encode")(encode)

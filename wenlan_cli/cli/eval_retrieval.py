@@ -1,0 +1,63 @@
+"""`wenlan eval-retrieval`: Recall@1/5/10 both ways on a dataset split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+
+def eval_retrieval(
+    checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory (its final, else latest, checkpoint).")],
+    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl or csv.")] = "synth",
+    data_dir: Annotated[Optional[str], Opt(help="Folder with the data (synth: default is the cached copy).")] = None,
+    split: Annotated[str, Opt(help="train, val or test.")] = "val",
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 128,
+    workers: Annotated[int, Opt(help="DataLoader worker processes decoding images.")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
+    chunk_size: Annotated[int, Opt(help="Queries scored at once (memory is chunk x candidates).")] = 1024,
+    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
+) -> None:
+    """Evaluate image-text retrieval: every caption is a text->image query with one gold
+    image; an image is found at K when any of its captions ranks within K."""
+    from rich.console import Console
+
+    from ..data.sources import load_records
+    from ..errors import UsageError
+    from ..eval.evaluate import evaluate_retrieval
+    from ..eval.retrieval import format_recall_table
+    from ..loading import load_checkpoint
+    from ..train.distributed import pick_device
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
+    records = load_records(dataset, data_dir, split, **options)
+    if not records:
+        raise UsageError(f"the {split} split of {dataset} has no images.")
+    dev = pick_device(device)
+    loaded = load_checkpoint(checkpoint, device=dev)
+    err = Console(stderr=True)
+    err.print(f"Evaluating {loaded.path} on {len(records):,} images / {sum(len(r.captions) for r in records):,} captions ({dataset} {split}).")
+    metrics = evaluate_retrieval(
+        loaded.model, loaded.tokenizer, records, loaded.settings, device=dev,
+        max_length=loaded.config.text.max_length, batch_size=batch_size, workers=workers,
+        precision=precision, chunk_size=chunk_size,
+    )
+    metrics = {"checkpoint": str(loaded.path), "dataset": dataset, "split": split, **metrics}
+    Console().print(format_recall_table(metrics))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        err.print(f"Wrote {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval-retrieval")(eval_retrieval)

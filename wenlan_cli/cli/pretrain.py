@@ -1,0 +1,92 @@
+"""`wenlan pretrain`: train BriVL (the synthetic default needs no options at all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+DATA = "Data"
+MODEL = "Model and loss"
+OPTIM = "Optimisation"
+RUN = "Run"
+SCALE = "Scale and robustness"
+
+
+def pretrain(
+    config: Annotated[Optional[Path], Opt("--config", help="JSON or YAML file with any of these options (the command line wins).", rich_help_panel=RUN)] = None,
+    model: Annotated[Optional[str], Opt(help="Architecture name (`wenlan models`) or a model-config JSON file.  [default: brivl-tiny]", rich_help_panel=MODEL)] = None,
+    dataset: Annotated[Optional[str], Opt(help="synth, aic-icc, brivl-jsonl, jsonl or csv.  [default: synth]", rich_help_panel=DATA)] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Folder with the data (for synth: a generated folder; default: a cached copy).", rich_help_panel=DATA)] = None,
+    out: Annotated[Optional[str], Opt("--out", "-o", help="Run directory: checkpoints, metrics.jsonl, recall.json.  [default: runs/pretrain]", rich_help_panel=RUN)] = None,
+    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 3000 on synth, else one epoch).", rich_help_panel=OPTIM)] = None,
+    epochs: Annotated[Optional[float], Opt(help="Epochs over the training images instead of --steps.", rich_help_panel=OPTIM)] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Pairs per step per process.  [default: 64]", rich_help_panel=OPTIM)] = None,
+    lr: Annotated[Optional[float], Opt(help="Peak learning rate (AdamW).  [default: 1e-3]", rich_help_panel=OPTIM)] = None,
+    weight_decay: Annotated[Optional[float], Opt(help="AdamW weight decay.  [default: 0.05]", rich_help_panel=OPTIM)] = None,
+    warmup: Annotated[Optional[int], Opt(help="Linear warm-up steps before the cosine decay.  [default: 200]", rich_help_panel=OPTIM)] = None,
+    grad_clip: Annotated[Optional[float], Opt(help="Clip the gradient norm (0: off).  [default: 1.0]", rich_help_panel=OPTIM)] = None,
+    queue_size: Annotated[Optional[int], Opt(help="MoCo queue length K (a multiple of the global batch).", rich_help_panel=MODEL)] = None,
+    momentum: Annotated[Optional[float], Opt(help="Momentum m of the key towers.", rich_help_panel=MODEL)] = None,
+    temperature: Annotated[Optional[float], Opt(help="Softmax temperature.", rich_help_panel=MODEL)] = None,
+    loss: Annotated[Optional[str], Opt(help="moco (BriVL: momentum towers + queues) or clip (in-batch).", rich_help_panel=MODEL)] = None,
+    pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Start the towers from their published weights.", rich_help_panel=MODEL)] = None,
+    image_weights: Annotated[Optional[str], Opt(help="timm name or local file of the image backbone's weights (with --pretrained).", rich_help_panel=MODEL)] = None,
+    text_weights: Annotated[Optional[str], Opt(help="Hub name or local directory of the text model (with --pretrained).", rich_help_panel=MODEL)] = None,
+    trust_remote_code: Annotated[Optional[bool], Opt("--trust-remote-code", help="Allow a hub text model to run its own code (off by default).", rich_help_panel=MODEL)] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed of the initialisation and the data order.  [default: 0]", rich_help_panel=RUN)] = None,
+    device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.  [default: auto]", rich_help_panel=RUN)] = None,
+    workers: Annotated[Optional[int], Opt(help="DataLoader worker processes (default: 0 on 2 cores, else half the cores).", rich_help_panel=RUN)] = None,
+    eval_every: Annotated[Optional[int], Opt(help="Evaluate retrieval every N steps (0: only at the end).", rich_help_panel=RUN)] = None,
+    eval_split: Annotated[Optional[str], Opt(help="Split evaluated during and after training.  [default: val]", rich_help_panel=RUN)] = None,
+    save_every: Annotated[Optional[int], Opt(help="Write a checkpoint every N steps (0: only at the end).", rich_help_panel=RUN)] = None,
+    keep: Annotated[Optional[int], Opt(help="Step checkpoints to keep.  [default: 2]", rich_help_panel=RUN)] = None,
+    log_every: Annotated[Optional[int], Opt(help="Write a metrics.jsonl line every N steps.  [default: 10]", rich_help_panel=RUN)] = None,
+    max_time: Annotated[Optional[float], Opt(help="Stop cleanly (with a checkpoint) after this many seconds.", rich_help_panel=SCALE)] = None,
+    resume: Annotated[Optional[str], Opt(help="A checkpoint to continue from, or 'auto' for the latest in --out.", rich_help_panel=SCALE)] = None,
+    precision: Annotated[Optional[str], Opt(help="fp32, bf16 or fp16 (fp16 on GPU only).  [default: fp32]", rich_help_panel=SCALE)] = None,
+    grad_checkpointing: Annotated[Optional[bool], Opt("--grad-checkpointing", help="Recompute activations to save memory.", rich_help_panel=SCALE)] = None,
+    accum_steps: Annotated[Optional[int], Opt(help="Micro-batches per optimizer step.  [default: 1]", rich_help_panel=SCALE)] = None,
+    skip_bad: Annotated[Optional[bool], Opt("--skip-bad", help="Skip (and count) unreadable images instead of failing.", rich_help_panel=SCALE)] = None,
+    nproc: Annotated[Optional[int], Opt(help="Launch this many processes with torchrun on this machine.", rich_help_panel=SCALE)] = None,
+    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.", rich_help_panel=DATA)] = None,
+    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.", rich_help_panel=DATA)] = None,
+    synth_train: Annotated[Optional[int], Opt(help="Synthetic training images.  [default: 10000]", rich_help_panel=DATA)] = None,
+    synth_val: Annotated[Optional[int], Opt(help="Synthetic validation images.  [default: 1000]", rich_help_panel=DATA)] = None,
+) -> None:
+    """Train BriVL. With no data options it trains brivl-tiny on the built-in synthetic
+    Chinese dataset and prints the validation Recall@K."""
+    options = {k: v for k, v in locals().items() if k not in ("config", "nproc")}
+    from ..config import build_train_config, load_train_config_file
+
+    file_options = load_train_config_file(config) if config else {}
+    if nproc is not None and nproc > 1:
+        from ..train.launch import launch_torchrun
+
+        raise typer.Exit(launch_torchrun(nproc))
+    cfg = build_train_config(file_options, options, where=str(config) if config else "options")
+    run_pretrain(cfg)
+
+
+def run_pretrain(cfg) -> None:
+    from rich.console import Console
+
+    from ..eval.retrieval import format_recall_table
+    from ..train.distributed import shutdown_distributed
+    from ..train.loop import Pretrainer
+
+    console = Console(stderr=True)
+    try:
+        trainer = Pretrainer(cfg, console=console)
+        result = trainer.run()
+        if trainer.ctx.is_main and result.metrics is not None:
+            Console().print(format_recall_table(result.metrics))
+            console.print(f"Checkpoint: {result.checkpoint}\nRecall: {result.out / 'recall.json'}")
+    finally:
+        shutdown_distributed()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)

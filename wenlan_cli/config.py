@@ -1,0 +1,297 @@
+"""Typed configuration: model architectures (JSON in `model_configs/`) and training runs.
+
+Configs are plain dataclasses so they round-trip through JSON unchanged and so an
+unknown or mistyped key is reported by name instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+
+@dataclass
+class ImageTowerConfig:
+    """A timm backbone, region pooling over boxes, a small Transformer, an MLP."""
+
+    backbone: str = "test_efficientnet"
+    # Extra keyword arguments for `timm.create_model` (e.g. `output_stride`).
+    backbone_kwargs: dict = field(default_factory=dict)
+    image_size: int = 128
+    # Where `--pretrained` weights come from: a timm hub name, a local file or None (= backbone).
+    pretrained_source: str | None = None
+    # Train only the top N backbone blocks (BriVL: 4); None trains the whole backbone.
+    trainable_blocks: int | None = None
+    # "roi_align" (torchvision) or "grid" (BriVL's own grid sample + 1x1 conv).
+    region_pooling: str = "roi_align"
+    pool_size: int = 4
+    # Whole-image box + up to max_regions - 1 boxes from the data.
+    max_regions: int = 37
+    # With no boxes in the data, an N x N grid of boxes stands in.
+    grid_size: int = 3
+    # Add a learned embedding of each box's position and size to its region vector.
+    box_embedding: bool = False
+    region_dim: int = 2048
+    encoder_layers: int = 4
+    encoder_heads: int = 4
+    encoder_ff_dim: int | None = None
+    mlp_hidden_dim: int = 2048
+    dropout: float = 0.1
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TextTowerConfig:
+    """A Hugging Face encoder, a small Transformer over its states, an MLP."""
+
+    # Hub name or local directory of a pretrained model (used with --pretrained).
+    hf_name: str | None = None
+    # A BertConfig as a dict for a tower trained from scratch (no hub needed).
+    bert_config: dict = field(default_factory=dict)
+    max_length: int = 80
+    # Train only the top N encoder layers (BriVL: 4); None trains the whole model.
+    trainable_layers: int | None = None
+    encoder_layers: int = 4
+    encoder_heads: int = 4
+    encoder_ff_dim: int | None = None
+    mlp_hidden_dim: int = 2048
+    dropout: float = 0.1
+    # Never turned on unless the user asks (`--trust-remote-code`).
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """One BriVL architecture: both towers and the contrastive set-up."""
+
+    name: str = "custom"
+    embed_dim: int = 2048
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    queue_size: int = 9600
+    momentum: float = 0.99
+    temperature: float = 0.07
+    loss: str = "moco"
+
+    def validate(self) -> None:
+        if self.loss not in ("moco", "clip"):
+            raise UsageError(f"loss must be 'moco' or 'clip', not {self.loss!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UsageError(f"momentum must be in [0, 1), not {self.momentum}.")
+        if self.temperature <= 0:
+            raise UsageError(f"temperature must be positive, not {self.temperature}.")
+        if self.queue_size <= 0:
+            raise UsageError(f"queue size must be positive, not {self.queue_size}.")
+        if self.image.region_pooling not in ("roi_align", "grid"):
+            raise UsageError(
+                f"image.region_pooling must be 'roi_align' or 'grid', not {self.image.region_pooling!r}."
+            )
+        if self.image.max_regions < 1:
+            raise UsageError("image.max_regions must be at least 1 (the whole-image box).")
+        if self.text.hf_name is None and not self.text.bert_config:
+            raise UsageError("text tower needs either text.hf_name or text.bert_config.")
+        for tower in ("image", "text"):
+            sub = getattr(self, tower)
+            dim = sub.region_dim if tower == "image" else None
+            if dim is not None and dim % sub.encoder_heads:
+                raise UsageError(
+                    f"image.region_dim ({dim}) must be divisible by image.encoder_heads ({sub.encoder_heads})."
+                )
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a dataclass field annotation; convert lists to tuples etc."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise UsageError(f"{where} must be an object, not {type(value).__name__}.")
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UsageError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{where} must be a list, not {type(value).__name__}.")
+        args = typing.get_args(annotation)
+        if len(args) != len(value) and not (len(args) == 2 and args[1] is Ellipsis):
+            raise UsageError(f"{where} must have {len(args)} items, not {len(value)}.")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"{where} must be an object, not {type(value).__name__}.")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UsageError(f"{where} must be a list, not {type(value).__name__}.")
+        return list(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where} must be a number, not {value!r}.")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UsageError(f"{where} must be an integer, not {value!r}.")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false, not {value!r}.")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise UsageError(f"{where} must be a string, not {value!r}.")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass `cls` from `data`, naming any unknown or mistyped key."""
+    types_ = _field_types(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(
+            f"{where} has unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}."
+        )
+    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"model config {path} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"model config {path} is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"model config {path} must hold a JSON object.")
+    data.pop("_comment", None)
+    config = from_dict(ModelConfig, data, where=str(path))
+    config.validate()
+    return config
+
+
+@dataclass
+class TrainConfig:
+    """Everything `wenlan pretrain` accepts; `--config FILE` holds the same keys."""
+
+    model: str = "brivl-tiny"
+    dataset: str = "synth"
+    data_dir: str | None = None
+    out: str = "runs/pretrain"
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 200
+    grad_clip: float = 1.0
+    # Override the model config's contrastive settings when given.
+    queue_size: int | None = None
+    momentum: float | None = None
+    temperature: float | None = None
+    loss: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None
+    eval_every: int = 0
+    eval_split: str = "val"
+    save_every: int = 0
+    keep: int = 2
+    log_every: int = 10
+    max_time: float | None = None
+    resume: str | None = None
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    accum_steps: int = 1
+    skip_bad: bool = False
+    pretrained: bool = False
+    image_weights: str | None = None
+    text_weights: str | None = None
+    trust_remote_code: bool = False
+    image_column: str | None = None
+    text_column: str | None = None
+    # Sizes of the synthetic dataset used when no data is given.
+    synth_train: int = 10000
+    synth_val: int = 1000
+    synth_test: int = 1000
+    synth_seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise UsageError("give --steps or --epochs, not both.")
+        for name in ("batch_size", "accum_steps", "log_every", "keep"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError("--steps must be at least 1.")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError("--epochs must be positive.")
+        if self.lr <= 0:
+            raise UsageError("--lr must be positive.")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UsageError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}.")
+        if self.loss is not None and self.loss not in ("moco", "clip"):
+            raise UsageError(f"--loss must be moco or clip, not {self.loss!r}.")
+
+
+def load_train_config_file(path: str | Path) -> dict:
+    """The options in a JSON or YAML file, keys as option names (dashes or underscores)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path} cannot be read: {exc}.") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml and json raise different types
+        raise UsageError(f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}.") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of option names to values.")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_train_config(file_options: dict, cli_options: dict, where: str = "config") -> TrainConfig:
+    """Defaults < config file < options given on the command line (those not None)."""
+    merged = dict(file_options)
+    merged.update({k: v for k, v in cli_options.items() if v is not None})
+    config = from_dict(TrainConfig, merged, where=where)
+    config.validate()
+    return config

@@ -1,0 +1,229 @@
+"""From records to model batches: image decoding and boxes, tokenising once, sampling.
+
+Images travel from DataLoader workers as uint8 tensors and are normalised on the
+model's device; captions are tokenised once when the dataset is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import DataError
+from .images import load_image
+from .records import ImageTextRecord
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the image tower needs from the data: input size and region layout."""
+
+    image_size: int
+    max_regions: int
+    grid_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, image_config) -> "ImageSettings":
+        return cls(
+            image_size=image_config.image_size,
+            max_regions=image_config.max_regions,
+            grid_size=image_config.grid_size,
+            mean=tuple(image_config.mean),
+            std=tuple(image_config.std),
+        )
+
+
+def region_boxes(record_boxes, original_size: tuple[int, int], settings: ImageSettings) -> np.ndarray:
+    """The whole-image box, then the record's boxes (or a fixed grid), in pixels of the
+    resized square input; at most `max_regions` rows."""
+    s = settings.image_size
+    boxes = [[0.0, 0.0, float(s), float(s)]]
+    if record_boxes:
+        w, h = original_size
+        sx, sy = s / w, s / h
+        for x1, y1, x2, y2 in record_boxes[: settings.max_regions - 1]:
+            boxes.append([
+                min(max(x1 * sx, 0.0), s), min(max(y1 * sy, 0.0), s),
+                min(max(x2 * sx, 0.0), s), min(max(y2 * sy, 0.0), s),
+            ])
+    elif settings.max_regions > 1 and settings.grid_size > 0:
+        step = s / settings.grid_size
+        grid = [
+            [c * step, r * step, (c + 1) * step, (r + 1) * step]
+            for r in range(settings.grid_size)
+            for c in range(settings.grid_size)
+        ]
+        boxes += grid[: settings.max_regions - 1]
+    return np.asarray(boxes, dtype=np.float32)
+
+
+def prepare_image(record: ImageTextRecord, settings: ImageSettings) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8."""
+    image = load_image(record.image_path)
+    boxes = region_boxes(record.boxes, image.size, settings)
+    s = settings.image_size
+    if image.size != (s, s):
+        image = image.resize((s, s), Image.BILINEAR, reducing_gap=None)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return pixels, boxes
+
+
+def tokenize_all(tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 4096) -> list[list[int]]:
+    """Token ids of every text (with [CLS]/[SEP]), truncated to `max_length`, no padding."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        ids.extend(tokenizer(chunk, truncation=True, max_length=max_length, padding=False)["input_ids"])
+    return ids
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """An image that failed to decode; travels to the main process, which decides
+    (per --skip-bad) whether it is an error, so the message stays one clean sentence."""
+
+    index: int
+    message: str
+
+
+class PairDataset(Dataset):
+    """Map-style dataset indexed by (record index, caption index) pairs."""
+
+    def __init__(self, records: Sequence[ImageTextRecord], token_ids: list[list[list[int]]], settings: ImageSettings) -> None:
+        self.records = records
+        self.token_ids = token_ids
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, caption = key
+        try:
+            pixels, boxes = prepare_image(self.records[index], self.settings)
+        except DataError as exc:
+            return BadImage(index, str(exc))
+        return pixels, boxes, self.token_ids[index][caption]
+
+
+class ImageDataset(Dataset):
+    """Images only (evaluation and `encode`), in record order."""
+
+    def __init__(self, records: Sequence[ImageTextRecord], settings: ImageSettings) -> None:
+        self.records = records
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        try:
+            pixels, boxes = prepare_image(self.records[index], self.settings)
+        except DataError as exc:
+            return BadImage(index, str(exc))
+        return index, pixels, boxes
+
+
+def pad_boxes(box_list: Sequence[np.ndarray], max_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R, 4) boxes and (B, R) mask; padding repeats the whole-image box."""
+    b = len(box_list)
+    boxes = torch.zeros(b, max_regions, 4)
+    mask = torch.zeros(b, max_regions, dtype=torch.bool)
+    for i, arr in enumerate(box_list):
+        n = len(arr)
+        boxes[i, :n] = torch.from_numpy(arr)
+        boxes[i, n:] = boxes[i, 0]
+        mask[i, :n] = True
+    return boxes, mask
+
+
+def pad_token_ids(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence: (B, L) ids and attention mask."""
+    length = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for i, seq in enumerate(ids):
+        input_ids[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return input_ids, mask
+
+
+class PairCollator:
+    """Stacks pairs into a batch; images that failed to decode are listed in `bad`."""
+
+    def __init__(self, max_regions: int, pad_id: int = 0) -> None:
+        self.max_regions = max_regions
+        self.pad_id = pad_id
+
+    def __call__(self, items):
+        kept = [item for item in items if not isinstance(item, BadImage)]
+        bad = [item for item in items if isinstance(item, BadImage)]
+        if not kept:
+            return {"bad": bad, "size": 0}
+        pixels, boxes, ids = zip(*kept)
+        box_tensor, box_mask = pad_boxes(boxes, self.max_regions)
+        input_ids, attention_mask = pad_token_ids(ids, self.pad_id)
+        return {
+            "images": torch.stack(pixels),
+            "boxes": box_tensor,
+            "box_mask": box_mask,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "bad": bad,
+            "size": len(kept),
+        }
+
+
+def normalize_images(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> normalised float, on whatever device `images` is on."""
+    mean_t = torch.tensor(mean, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    return (images.to(dtype) - mean_t) / std_t
+
+
+class PairSampler(Sampler):
+    """Deterministic (record, caption) pairs for training, sharded across ranks.
+
+    Each epoch is a seeded permutation of the records, each with one caption drawn by
+    the same seed. The global batch `world * batch_size` is cut into contiguous slices,
+    one per rank, so N ranks x B see exactly the pairs that 1 rank x N*B would see, in
+    the same order once gathered. Starting at `start_batch` resumes mid-epoch.
+    """
+
+    def __init__(self, caption_counts: Sequence[int], batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
+        self.caption_counts = list(caption_counts)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.global_batch = batch_size * world_size
+        if len(self.caption_counts) < self.global_batch:
+            raise DataError(
+                f"the training split has {len(self.caption_counts)} images, fewer than one global batch "
+                f"({self.global_batch}); lower --batch-size."
+            )
+        self.batches_per_epoch = len(self.caption_counts) // self.global_batch
+        self.start_batch = start_batch
+
+    def epoch_pairs(self, epoch: int) -> list[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.caption_counts), generator=generator).tolist()
+        draws = torch.rand(len(order), generator=generator).tolist()
+        return [(i, min(int(u * self.caption_counts[i]), self.caption_counts[i] - 1)) for i, u in zip(order, draws)]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        batch = self.start_batch
+        while True:
+            epoch, within = divmod(batch, self.batches_per_epoch)
+            pairs = self.epoch_pairs(epoch)
+            for b in range(within, self.batches_per_epoch):
+                start = b * self.global_batch + self.rank * self.batch_size
+                yield from pairs[start : start + self.batch_size]
+            batch = (epoch + 1) * self.batches_per_epoch

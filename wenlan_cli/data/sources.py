@@ -1,0 +1,39 @@
+"""Where a command's data comes from: a named format on disk, or the synthetic default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .records import ImageTextRecord
+
+SYNTH_DEFAULTS = dict(train=10000, val=1000, test=1000, seed=0)
+
+
+def synthetic_dir(train: int, val: int, test: int, seed: int, progress=None) -> Path:
+    from .synthetic import cached_synthetic_dataset
+
+    return cached_synthetic_dataset(train=train, val=val, test=test, seed=seed, progress=progress)
+
+
+def load_records(
+    dataset: str,
+    data_dir: str | Path | None,
+    split: str,
+    *,
+    synth: dict | None = None,
+    progress=None,
+    **options,
+) -> list[ImageTextRecord]:
+    """Records of `split`. `dataset="synth"` without `data_dir` uses (and first generates)
+    the cached synthetic dataset; with a `data_dir` it reads that folder as AIC-ICC."""
+    from .readers import read_split
+
+    if dataset == "synth":
+        if data_dir is None:
+            data_dir = synthetic_dir(**{**SYNTH_DEFAULTS, **(synth or {})}, progress=progress)
+        return read_split("aic-icc", data_dir, split, **options)
+    if data_dir is None:
+        from ..errors import UsageError
+
+        raise UsageError(f"--dataset {dataset} needs --data-dir.")
+    return read_split(dataset, data_dir, split, **options)

@@ -1,0 +1,166 @@
+"""Images and texts to L2-normalised float32 vectors with a trained BriVL.
+
+Rows come back in input order; images that fail to decode are either an error or,
+with `skip_bad`, left out and reported with their index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data.pipeline import BadImage, ImageDataset, ImageSettings, normalize_images, pad_boxes, pad_token_ids, tokenize_all
+from .data.records import ImageTextRecord
+from .errors import DataError
+
+
+@dataclass
+class ImageEncoding:
+    embeddings: torch.Tensor  # (kept, D) float32, L2-normalised
+    kept: list[int]  # index into the input records of each row
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _collate_images(max_regions: int):
+    def collate(items):
+        good = [it for it in items if not isinstance(it, BadImage)]
+        bad = [(it.index, it.message) for it in items if isinstance(it, BadImage)]
+        if not good:
+            return None, None, None, [], bad
+        indices, pixels, boxes = zip(*good)
+        box_tensor, box_mask = pad_boxes(boxes, max_regions)
+        return torch.stack(pixels), box_tensor, box_mask, list(indices), bad
+
+    return collate
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def encode_images(
+    model,
+    records: Sequence[ImageTextRecord],
+    settings: ImageSettings,
+    *,
+    device: torch.device,
+    batch_size: int = 128,
+    workers: int = 0,
+    skip_bad: bool = False,
+    precision: str = "fp32",
+    on_batch: Callable[[int], None] | None = None,
+) -> ImageEncoding:
+    """Encode `records`' images; decoding runs in `workers` DataLoader processes. An
+    unreadable image raises DataError naming it, unless `skip_bad` leaves it out."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(
+        ImageDataset(records, settings),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate_images(settings.max_regions),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    chunks, kept, failures = [], [], []
+    for pixels, boxes, box_mask, indices, bad in loader:
+        if bad and not skip_bad:
+            raise DataError(f"{bad[0][1]} (pass --skip-bad to leave unreadable images out)")
+        failures.extend(bad)
+        if pixels is not None:
+            images = normalize_images(pixels.to(device, non_blocking=True), settings.mean, settings.std)
+            with autocast_context(device, precision):
+                emb = model.encode_image(images, boxes.to(device), box_mask.to(device))
+            chunks.append(emb.float().cpu())
+            kept.extend(indices)
+        if on_batch is not None:
+            on_batch(len(indices) + len(bad))
+    model.train(was_training)
+    dim = model.config.embed_dim
+    embeddings = torch.cat(chunks) if chunks else torch.zeros(0, dim)
+    return ImageEncoding(embeddings=embeddings, kept=kept, failures=failures)
+
+
+@torch.no_grad()
+def encode_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    device: torch.device,
+    max_length: int,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    token_ids: list[list[int]] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """(len(texts), D) float32 embeddings. Batches are formed from texts sorted by length,
+    so padding stays small, and returned in input order."""
+    was_training = model.training
+    model.eval()
+    ids = token_ids if token_ids is not None else tokenize_all(tokenizer, texts, max_length)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.zeros(len(ids), model.config.embed_dim)
+    pad_id = tokenizer.pad_token_id or 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, mask = pad_token_ids([ids[i] for i in chunk], pad_id)
+        with autocast_context(device, precision):
+            emb = model.encode_text(input_ids.to(device), mask.to(device))
+        out[chunk] = emb.float().cpu()
+        if on_batch is not None:
+            on_batch(len(chunk))
+    model.train(was_training)
+    return out
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def collect_image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files as given, and folders searched recursively (sorted), without duplicates.
+    The order is the row order of the embeddings."""
+    from pathlib import Path as _Path
+
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = _Path(raw)
+        if not path.exists():
+            raise DataError(f"{path} does not exist.")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files = [path]
+        for file in files:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(file)
+    return found
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """Non-blank lines of a UTF-8 file, stripped; each is one text to encode."""
+    from pathlib import Path as _Path
+
+    path = _Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"the texts file {path} does not exist.") from None
+    except OSError as exc:
+        raise DataError(f"the texts file {path} cannot be read ({exc.strerror}).") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"the texts file {path} is not UTF-8 (line {line}).") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

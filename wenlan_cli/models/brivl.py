@@ -1,0 +1,108 @@
+"""BriVL: two towers, their momentum copies and two queues of keys (WenLan, section 3)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .image_encoder import ImageEncoder
+from .loss import brivl_loss, clip_loss
+from .queue import FeatureQueue
+from .text_encoder import TextEncoder
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    # Momentum keys of this batch (moco) to be enqueued once the step is done.
+    image_keys: torch.Tensor | None = None
+    text_keys: torch.Tensor | None = None
+
+
+class BriVL(nn.Module):
+    """The query towers are the model; with the MoCo loss, momentum copies and queues are
+    added for training. `encode_image` / `encode_text` return L2-normalised float vectors."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vocab_size: int | None = None,
+        pretrained: bool = False,
+        for_training: bool = True,
+        language_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.image_encoder = ImageEncoder(config.image, config.embed_dim, pretrained=pretrained)
+        self.text_encoder = TextEncoder(
+            config.text, config.embed_dim, vocab_size=vocab_size, pretrained=pretrained, language_config=language_config
+        )
+        self.uses_queues = for_training and config.loss == "moco"
+        if self.uses_queues:
+            self.image_encoder_m = copy.deepcopy(self.image_encoder).requires_grad_(False)
+            self.text_encoder_m = copy.deepcopy(self.text_encoder).requires_grad_(False)
+            self.image_queue = FeatureQueue(config.queue_size, config.embed_dim)
+            self.text_queue = FeatureQueue(config.queue_size, config.embed_dim)
+
+    # Inference -----------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, boxes: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_encoder(images, boxes, box_mask).float(), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_encoder(input_ids, attention_mask).float(), dim=-1)
+
+    # Training ------------------------------------------------------------------------
+    def query_state_dict(self) -> dict[str, torch.Tensor]:
+        """The query towers only: what inference needs and what model.safetensors holds."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("image_encoder.", "text_encoder."))}
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.image_encoder, self.image_encoder_m), (self.text_encoder, self.text_encoder_m)]
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key = m * key + (1 - m) * query, for every parameter; buffers are copied."""
+        m = self.config.momentum
+        for online, target in self.momentum_pairs():
+            q_params = [p.detach() for p in online.parameters()]
+            k_params = list(target.parameters())
+            torch._foreach_mul_(k_params, m)
+            torch._foreach_add_(k_params, q_params, alpha=1.0 - m)
+            for q_buf, k_buf in zip(online.buffers(), target.buffers()):
+                k_buf.copy_(q_buf)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Loss of one batch. With queues, the caller runs `momentum_update()` once per
+        optimizer step before the forward and `enqueue()` after the backward."""
+        images, boxes, box_mask = batch["images"], batch["boxes"], batch["box_mask"]
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        image_query = F.normalize(self.image_encoder(images, boxes, box_mask), dim=-1)
+        text_query = F.normalize(self.text_encoder(input_ids, attention_mask), dim=-1)
+        t = self.config.temperature
+        if not self.uses_queues:
+            return StepOutput(loss=clip_loss(image_query, text_query, t))
+        with torch.no_grad():
+            image_key = F.normalize(self.image_encoder_m(images, boxes, box_mask), dim=-1)
+            text_key = F.normalize(self.text_encoder_m(input_ids, attention_mask), dim=-1)
+        loss = brivl_loss(
+            image_query,
+            text_query,
+            image_key,
+            text_key,
+            self.image_queue.features,
+            self.text_queue.features,
+            t,
+        )
+        return StepOutput(loss=loss, image_keys=image_key, text_keys=text_key)
+
+    @torch.no_grad()
+    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor) -> None:
+        """Called after the optimizer step with the keys of the whole (global) batch."""
+        self.image_queue.enqueue(image_keys)
+        self.text_queue.enqueue(text_keys)

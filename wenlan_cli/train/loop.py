@@ -1,0 +1,501 @@
+"""`wenlan pretrain`'s engine: data, model, optimiser, the step, evaluation, checkpoints.
+
+One process or many (torchrun): every rank runs the same steps on its slice of each
+global batch; rank 0 alone logs, evaluates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import ModelConfig, TrainConfig
+from ..data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images, tokenize_all
+from ..data.records import ImageTextRecord
+from ..data.sources import load_records
+from ..encode import autocast_context
+from ..errors import DataError, TrainingError, UsageError
+from ..eval.evaluate import evaluate_retrieval
+from ..models.registry import create_model, get_model_config
+from ..models.tokenizer import build_char_vocab, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab
+from .checkpoint import (
+    CheckpointContents,
+    latest_checkpoint,
+    load_query_state,
+    load_training_state,
+    prune_checkpoints,
+    read_checkpoint_info,
+    resolve_checkpoint,
+    step_name,
+    write_checkpoint,
+)
+from .distributed import DistContext, all_gather_cat, all_reduce_max_flag, barrier, init_distributed
+from .rng import restore_rng_state, rng_state, seed_everything
+from .schedule import warmup_cosine_scheduler
+
+# Steps of the default synthetic run (tuned so `make demo` trains in under 10 minutes on 2 CPU cores).
+DEFAULT_SYNTH_STEPS = 3000
+
+
+@dataclass
+class RunResult:
+    out: Path
+    step: int
+    metrics: dict | None
+    checkpoint: Path | None
+    stopped_early: str | None = None
+
+
+def apply_overrides(model_config: ModelConfig, cfg: TrainConfig) -> ModelConfig:
+    """The model config with the run's --queue-size / --loss / ... applied."""
+    mc = dataclasses.replace(model_config, image=dataclasses.replace(model_config.image), text=dataclasses.replace(model_config.text))
+    for name in ("queue_size", "momentum", "temperature", "loss"):
+        value = getattr(cfg, name)
+        if value is not None:
+            setattr(mc, name, value)
+    if cfg.image_weights:
+        mc.image.pretrained_source = cfg.image_weights
+    if cfg.text_weights:
+        mc.text.hf_name = cfg.text_weights
+    if cfg.trust_remote_code:
+        mc.text.trust_remote_code = True
+    mc.validate()
+    return mc
+
+
+def default_workers() -> int:
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores // 2)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop checkpoints at the next step boundary.
+    A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class Pretrainer:
+    def __init__(self, cfg: TrainConfig, console=None, ctx: DistContext | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.ctx = ctx or init_distributed(cfg.device)
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.out = Path(cfg.out)
+        self.metrics_lines: list[str] = []
+        self.skipped_images = 0
+
+    # Set-up -----------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.ctx.is_main:
+            self.console.print(message)
+
+    def load_data(self) -> tuple[list[ImageTextRecord], list[ImageTextRecord]]:
+        cfg = self.cfg
+        options = {}
+        if cfg.image_column:
+            options["image_column"] = cfg.image_column
+        if cfg.text_column:
+            options["text_column"] = cfg.text_column
+        synth = dict(train=cfg.synth_train, val=cfg.synth_val, test=cfg.synth_test, seed=cfg.synth_seed)
+        if cfg.dataset == "synth" and cfg.data_dir is None and self.ctx.is_main:
+            self.log("[dim]Preparing the synthetic dataset (generated once, then cached)...[/dim]")
+        if self.ctx.distributed and cfg.dataset == "synth" and cfg.data_dir is None:
+            # Rank 0 generates the cache; the others wait and then read it.
+            if self.ctx.is_main:
+                load_records("synth", None, "train", synth=synth)
+            barrier(self.ctx)
+        train = load_records(cfg.dataset, cfg.data_dir, "train", synth=synth, **options)
+        val = load_records(cfg.dataset, cfg.data_dir, cfg.eval_split, synth=synth, **options) if self.ctx.is_main else []
+        return train, val
+
+    def build_tokenizer(self, model_config: ModelConfig, train: list[ImageTextRecord], resume_dir: Path | None):
+        if resume_dir is not None:
+            return load_tokenizer(resume_dir)
+        if self.cfg.pretrained and model_config.text.hf_name:
+            return load_pretrained_tokenizer(model_config.text.hf_name, model_config.text.trust_remote_code)
+        return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        cfg = self.cfg
+        if cfg.steps is not None:
+            return cfg.steps
+        if cfg.epochs is not None:
+            return max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.accum_steps))
+        if cfg.dataset == "synth":
+            return DEFAULT_SYNTH_STEPS
+        return max(1, batches_per_epoch // cfg.accum_steps)
+
+    def check_queue(self, model_config: ModelConfig) -> None:
+        if model_config.loss != "moco":
+            return
+        global_batch = self.cfg.batch_size * self.ctx.world_size
+        if model_config.queue_size % global_batch:
+            suggestion = max(global_batch, round(model_config.queue_size / global_batch) * global_batch)
+            raise UsageError(
+                f"the queue size ({model_config.queue_size}) must be a multiple of the global batch "
+                f"({self.cfg.batch_size} per process x {self.ctx.world_size} process(es) = {global_batch}); "
+                f"try --queue-size {suggestion}."
+            )
+
+    def make_optimizer(self, model: torch.nn.Module):
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (decay if param.ndim >= 2 and "embeddings" not in name else no_decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    # Checkpoints ------------------------------------------------------------------
+    def save(self, name: str, step: int, model, tokenizer, model_config, optimizer, scheduler, final_metrics=None) -> Path:
+        raw = model.module if hasattr(model, "module") else model
+        state = raw.state_dict()
+        query = raw.query_state_dict()
+        rest = {k: v for k, v in state.items() if k not in query}
+        training_state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "model_rest": rest,
+            "skipped_images": self.skipped_images,
+            "train_config": dataclasses.asdict(self.cfg),
+            "world_size": self.ctx.world_size,
+        }
+        info = {
+            "step": step,
+            "vocab_size": len(tokenizer),
+            "text_model_config": raw.text_encoder.language_model.config.to_dict(),
+        }
+        if final_metrics is not None:
+            info["val_metrics"] = final_metrics
+        path = write_checkpoint(
+            self.out / name,
+            CheckpointContents(
+                model_config=model_config,
+                query_state=query,
+                tokenizer=tokenizer,
+                info=info,
+                training_state=training_state,
+                metrics_lines=list(self.metrics_lines),
+            ),
+        )
+        prune_checkpoints(self.out, self.cfg.keep)
+        return path
+
+    def record(self, entry: dict) -> None:
+        if not self.ctx.is_main:
+            return
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        self.metrics_lines.append(line)
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def resume_dir(self) -> Path | None:
+        resume = self.cfg.resume
+        if not resume:
+            return None
+        if resume == "auto":
+            return latest_checkpoint(self.out)
+        path = Path(resume)
+        return resolve_checkpoint(path) if not (path / "training_state.pt").is_file() else path
+
+    # The run ----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.device.type == "cpu" and cfg.precision == "fp16":
+            raise UsageError("--precision fp16 needs a GPU (it relies on a GradScaler); use bf16 or fp32 on CPU.")
+        if ctx.device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {cfg.device} was asked for but no GPU is available.")
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume_dir = self.resume_dir()
+        if cfg.resume and cfg.resume != "auto" and resume_dir is None:
+            raise UsageError(f"--resume {cfg.resume}: no checkpoint found.")
+
+        model_config = apply_overrides(get_model_config(cfg.model), cfg)
+        if resume_dir is not None:
+            from .checkpoint import model_config_of
+
+            model_config = model_config_of(resume_dir)
+        self.check_queue(model_config)
+        train_records, val_records = self.load_data()
+        tokenizer = self.build_tokenizer(model_config, train_records, resume_dir)
+        settings = ImageSettings.from_config(model_config.image)
+
+        seed_everything(cfg.seed)
+        model = create_model(model_config, vocab_size=len(tokenizer), pretrained=cfg.pretrained and resume_dir is None)
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(model)
+        model.to(ctx.device)
+        optimizer = self.make_optimizer(model)
+
+        caption_counts = [len(r.captions) for r in train_records]
+        probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+        total = self.total_steps(probe.batches_per_epoch)
+        scheduler = warmup_cosine_scheduler(optimizer, min(cfg.warmup, max(0, total - 1)), total)
+
+        step = 0
+        if resume_dir is not None:
+            step = self.restore(resume_dir, model, optimizer, scheduler)
+            self.log(f"Resumed from {resume_dir} at step {step}.")
+        elif ctx.is_main:
+            (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
+            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
+
+        ddp_model = model
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp_model = DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
+            )
+
+        token_ids = [tokenize_all(tokenizer, r.captions, model_config.text.max_length) for r in train_records]
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        sampler = PairSampler(
+            caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+            start_batch=step * cfg.accum_steps,
+        )
+        loader = DataLoader(
+            PairDataset(train_records, token_ids, settings),
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            collate_fn=PairCollator(settings.max_regions, tokenizer.pad_token_id or 0),
+            num_workers=workers,
+            pin_memory=ctx.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator(),
+        )
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.log(
+            f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {len(train_records):,} "
+            f"images for {total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {model_config.loss}, "
+            f"device {ctx.device}."
+        )
+        stop_reason = None
+        start_time = time.monotonic()
+        with StopRequest() as stop, self.progress(total, step) as progress:
+            batches = iter(loader)
+            window_start, window_pairs = time.monotonic(), 0
+            while step < total:
+                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler)
+                scheduler.step()
+                step += 1
+                window_pairs += pairs * ctx.world_size
+                bad = not math.isfinite(loss_value)
+                if all_reduce_max_flag(bad, ctx, ctx.device):
+                    last = latest_checkpoint(self.out)
+                    kept = f" the last good checkpoint, {last}, is kept" if last else " no checkpoint had been written yet"
+                    raise TrainingError(f"the loss became {loss_value} at step {step}; training stopped and{kept}.")
+                lr = optimizer.param_groups[0]["lr"]
+                if step % cfg.log_every == 0 or step == total:
+                    elapsed = time.monotonic() - window_start
+                    rate = window_pairs / elapsed if elapsed > 0 else 0.0
+                    self.record({"step": step, "loss": round(loss_value, 6), "lr": lr, "pairs_per_s": round(rate, 2), "skipped_images": self.skipped_images, "time": round(time.monotonic() - start_time, 2)})
+                    window_start, window_pairs = time.monotonic(), 0
+                    progress.update(step, loss_value, lr, rate)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                    self.evaluate(model, tokenizer, val_records, settings, model_config, step)
+                if cfg.save_every and step % cfg.save_every == 0 and step < total and ctx.is_main:
+                    self.save(step_name(step), step, model, tokenizer, model_config, optimizer, scheduler)
+                want_stop = stop.signal is not None or (cfg.max_time is not None and time.monotonic() - start_time >= cfg.max_time)
+                if step < total and all_reduce_max_flag(want_stop, ctx, ctx.device):
+                    stop_reason = signal.Signals(stop.signal).name if stop.signal is not None else "max-time"
+                    break
+        if stop_reason is not None:
+            path = self.save(step_name(step), step, model, tokenizer, model_config, optimizer, scheduler) if ctx.is_main else None
+            barrier(ctx)
+            self.log(f"Stopped ({stop_reason}) at step {step}; checkpoint {path}. Continue with --resume auto --out {self.out}.")
+            return RunResult(out=self.out, step=step, metrics=None, checkpoint=path, stopped_early=stop_reason)
+
+        metrics = self.evaluate(model, tokenizer, val_records, settings, model_config, step)
+        path = None
+        if ctx.is_main:
+            path = self.save("final", step, model, tokenizer, model_config, optimizer, scheduler, final_metrics=metrics)
+            (self.out / "recall.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        barrier(ctx)
+        return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
+
+    def train_step(self, ddp_model, model, batches, optimizer, scaler) -> tuple[float, int]:
+        cfg, ctx = self.cfg, self.ctx
+        if model.uses_queues:
+            model.momentum_update()
+        total_loss, pairs = 0.0, 0
+        for micro in range(cfg.accum_steps):
+            batch = next(batches)
+            if batch["bad"]:
+                if not cfg.skip_bad:
+                    raise DataError(f"{batch['bad'][0].message} (pass --skip-bad to skip and count unreadable images)")
+                self.skipped_images += len(batch["bad"])
+            if batch["size"] == 0:
+                continue
+            size = batch["size"]
+            batch = self.to_device(batch, model)
+            sync = micro == cfg.accum_steps - 1 or not ctx.distributed
+            context = nullcontext() if sync else ddp_model.no_sync()
+            with context:
+                with autocast_context(ctx.device, cfg.precision):
+                    out = ddp_model(batch)
+                loss = out.loss / cfg.accum_steps
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            total_loss += float(out.loss.detach())
+            pairs += size
+            if out.image_keys is not None:
+                model.enqueue(all_gather_cat(out.image_keys.float(), ctx), all_gather_cat(out.text_keys.float(), ctx))
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total_loss / cfg.accum_steps, pairs
+
+    def to_device(self, batch: dict, model) -> dict:
+        device = self.ctx.device
+        images = batch["images"].to(device, non_blocking=True)
+        cfg = model.config.image
+        return {
+            "images": normalize_images(images, cfg.mean, cfg.std),
+            "boxes": batch["boxes"].to(device, non_blocking=True),
+            "box_mask": batch["box_mask"].to(device, non_blocking=True),
+            "input_ids": batch["input_ids"].to(device, non_blocking=True),
+            "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
+        }
+
+    def restore(self, resume_dir: Path, model, optimizer, scheduler) -> int:
+        state = load_training_state(resume_dir)
+        query = load_query_state(resume_dir)
+        full = {**query, **state["model_rest"]}
+        missing, unexpected = model.load_state_dict(full, strict=False)
+        if missing or unexpected:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(
+                f"{resume_dir} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        self.skipped_images = int(state.get("skipped_images", 0))
+        if self.ctx.is_main:
+            metrics_file = resume_dir / "metrics.jsonl"
+            self.metrics_lines = metrics_file.read_text(encoding="utf-8").splitlines(keepends=True) if metrics_file.exists() else []
+            (self.out / "metrics.jsonl").write_text("".join(self.metrics_lines), encoding="utf-8")
+        return int(state["step"])
+
+    def evaluate(self, model, tokenizer, records, settings, model_config, step) -> dict | None:
+        metrics = None
+        if self.ctx.is_main and records:
+            metrics = evaluate_retrieval(
+                model, tokenizer, records, settings, device=self.ctx.device, max_length=model_config.text.max_length,
+                precision=self.cfg.precision if self.cfg.precision != "fp16" or self.ctx.device.type == "cuda" else "fp32",
+            )
+            self.record({"step": step, "split": self.cfg.eval_split, **metrics})
+            self.log(
+                f"step {step}: {self.cfg.eval_split} mean recall {metrics['mean_recall']:.2f} "
+                f"(text->image R@1 {metrics['t2i_r1']:.2f}, image->text R@1 {metrics['i2t_r1']:.2f})"
+            )
+        barrier(self.ctx)
+        return metrics
+
+    def progress(self, total: int, start: int):
+        return TrainingProgress(total, start, self.console, enabled=self.ctx.is_main)
+
+
+class TrainingProgress:
+    """A rich progress bar (loss, lr, pairs/s, ETA); plain log lines when not on a terminal."""
+
+    def __init__(self, total: int, start: int, console, enabled: bool = True) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.enabled = enabled
+        self.console = console
+        self.total = total
+        self.terminal = console.is_terminal
+        self.last_print = time.monotonic()
+        self._progress = Progress(
+            TextColumn("[bold]pretrain[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.0f} pairs/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not (enabled and self.terminal),
+        )
+        self._task = self._progress.add_task("pretrain", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if not self.enabled:
+            return
+        self._progress.update(self._task, completed=step, loss=loss, lr=lr, rate=rate)
+        if not self.terminal and (time.monotonic() - self.last_print > 15 or step == self.total):
+            self.last_print = time.monotonic()
+            self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} pairs/s")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    names = ("image_encoder.", "text_encoder.")
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n.startswith(names))
+
+
+def enable_grad_checkpointing(model) -> None:
+    """Recompute activations in the backward pass of both towers' backbones."""
+    backbone = model.image_encoder.backbone
+    if hasattr(backbone, "set_grad_checkpointing"):
+        backbone.set_grad_checkpointing(True)
+    lm = model.text_encoder.language_model
+    if hasattr(lm, "gradient_checkpointing_enable"):
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
