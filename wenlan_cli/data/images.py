@@ -1,0 +1,160 @@
+"""Decode images safely: RGB out, or a DataError naming the file and the problem.
+
+Decoding is by content, not by extension (a PNG named ``.jpg`` loads).
+Conversions to RGB:
+
+* EXIF orientation is applied first (`ImageOps.exif_transpose`), so the
+  image is the one a viewer displays. **Region boxes are in the coordinates
+  of this displayed image**: `load_image(p).size` and `image_size(p)` are the
+  post-EXIF (width, height) that box coordinates refer to. A broken EXIF
+  block is ignored (the pixels are still good).
+* Alpha (RGBA, LA, PA, palette or RGB/L with a transparent colour) is
+  composited onto white.
+* CMYK, YCbCr, palette, 1-bit and 8-bit greyscale go through PIL's converter.
+* 16-bit greyscale ("I;16", "I;16B", and "I" as PIL opens 16-bit PNGs) is
+  scaled from 0..65535 to 0..255 (PIL's own conversion would clip it to
+  white); 32-bit float ("F") is scaled from its own min..max.
+
+Decompression bombs: an image whose header claims more than `max_pixels`
+pixels (default 89,478,485, PIL's warning threshold) is refused before its
+pixels are decoded; PIL's own DecompressionBombWarning/Error are turned into
+the same DataError. PIL's global `Image.MAX_IMAGE_PIXELS` stays the ceiling:
+a `max_pixels` above it cannot raise it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wenlan_cli.errors import DataError
+
+__all__ = ["MAX_IMAGE_PIXELS", "image_size", "load_image"]
+
+MAX_IMAGE_PIXELS = 89_478_485
+_WHITE = (255, 255, 255)
+# EXIF orientations that swap width and height.
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _open(path: Path, max_pixels: int | None) -> Image.Image:
+    """Image.open with every failure turned into a DataError; pixels not decoded yet."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise DataError(f"{path}: the image file does not exist.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: the image file cannot be read ({exc.strerror or exc}).") from None
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not an image file.")
+    if size == 0:
+        raise DataError(f"{path}: the image file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"{path}: the image is too large to decode safely, a possible decompression bomb ({_short(exc)})."
+        ) from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: the file is not an image that PIL can read.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: the image file cannot be read ({exc.strerror or _short(exc)}).") from None
+    except Exception as exc:  # corrupt headers make PIL plugins raise anything
+        raise DataError(f"{path}: the image header is corrupt ({type(exc).__name__}: {_short(exc)}).") from None
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise DataError(
+            f"{path}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; refusing it as a possible decompression bomb."
+        )
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # unreadable EXIF: treat as upright
+        return 1
+
+
+def image_size(path: Path | str, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) of the displayed (EXIF-applied) image, reading only its header."""
+    path = Path(path)
+    image = _open(path, max_pixels)
+    try:
+        width, height = image.size
+        if _orientation(image) in _SWAPS_AXES:
+            width, height = height, width
+        return width, height
+    finally:
+        image.close()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        scaled = np.clip(values, 0, 65535) / 257.0
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        span = high - low if high > low else 1.0
+        scaled = np.clip(np.nan_to_num((values - low) / span * 255.0, nan=0.0), 0, 255)
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: Path | str, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode `path` into an RGB image, upright as displayed (see the module doc).
+
+    `image.size` is the displayed (post-EXIF) size, the frame that region
+    boxes refer to. Raises DataError naming the file and what is wrong for a
+    missing, empty, truncated or corrupt file, a file that is not an image,
+    an image over `max_pixels` pixels, or an unsupported colour mode. The
+    returned image does not hold the file open.
+    """
+    path = Path(path)
+    image = _open(path, max_pixels)
+    try:
+        try:
+            image.load()
+        except Exception as exc:  # OSError (truncated), SyntaxError, ValueError, EOFError, struct.error...
+            raise DataError(f"{path}: the image data is truncated or corrupt ({_short(exc)}).") from None
+        upright = image
+        if _orientation(image) != 1:
+            try:
+                upright = ImageOps.exif_transpose(image) or image
+            except Exception:  # broken EXIF: keep the stored orientation
+                upright = image
+        try:
+            rgb = _to_rgb(upright)
+        except Exception as exc:
+            raise DataError(
+                f"{path}: cannot convert its colour mode {upright.mode!r} to RGB ({_short(exc)})."
+            ) from None
+        if rgb is image:
+            rgb = image.copy()  # closing the file below would free the pixels otherwise
+        return rgb
+    finally:
+        image.close()

@@ -1,0 +1,95 @@
+"""The registry of dataset readers: one name per annotation format.
+
+A reader is a function ``fn(data_dir: Path, split: str, **options) ->
+list[ImageTextRecord]`` that returns records in file order and raises
+DataError / UsageError (never anything else) for bad input. Built-in readers
+are registered below through the same `register_reader` a plugin would use.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from wenlan_cli.data.aic_icc import read_aic_icc
+from wenlan_cli.data.brivl_jsonl import read_brivl_jsonl
+from wenlan_cli.data.generic import read_csv, read_jsonl
+from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.errors import DataError, UsageError
+
+__all__ = ["Reader", "available_datasets", "read_split", "register_reader", "unregister_reader"]
+
+Reader = Callable[..., list[ImageTextRecord]]
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str, fn: Reader, *, replace: bool = False) -> None:
+    """Make `fn` readable as ``--dataset name``.
+
+    Raises ValueError (a programming error, not a user error) when the name
+    is empty or already taken and `replace` is false.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("a reader needs a non-empty name")
+    if not callable(fn):
+        raise ValueError(f"the reader for {name!r} is not callable")
+    if name in _READERS and not replace:
+        raise ValueError(f"a reader named {name!r} is already registered")
+    _READERS[name] = fn
+
+
+def unregister_reader(name: str) -> None:
+    """Remove a reader (tests use this to undo a registration)."""
+    _READERS.pop(name, None)
+
+
+def available_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_READERS)
+
+
+def _check_options(name: str, fn: Reader, options: dict) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    parameters = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [p.name for p in parameters[2:] if p.kind in named]  # after (data_dir, split)
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes none"
+        raise UsageError(f"the dataset {name!r} has no option {unknown[0]!r} ({takes}).")
+
+
+def read_split(dataset: str, data_dir: Path | str, split: str, **options) -> list[ImageTextRecord]:
+    """Read `split` of `dataset` from `data_dir`; records come back in file order.
+
+    Raises UsageError for an unknown dataset (listing the choices) or an
+    option the reader does not take, and DataError when `data_dir` is missing
+    or the data is bad.
+    """
+    fn = _READERS.get(dataset)
+    if fn is None:
+        raise UsageError(f"unknown dataset {dataset!r}; choose one of: {', '.join(available_datasets())}.")
+    _check_options(dataset, fn, options)
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise DataError(f"the data folder {data_dir} does not exist.")
+    if not data_dir.is_dir():
+        raise DataError(f"the data folder {data_dir} is not a folder.")
+    return fn(data_dir, split, **options)
+
+
+# Built-in formats. The synthetic dataset ("synth") is registered next to its
+# generator, as a reader that generates (or finds) a folder in the AIC-ICC
+# layout and then calls `read_aic_icc` on it:
+#     register_reader("synth", read_synth)
+register_reader("aic-icc", read_aic_icc)
+register_reader("brivl-jsonl", read_brivl_jsonl)
+register_reader("jsonl", read_jsonl)
+register_reader("csv", read_csv)
