@@ -46,6 +46,12 @@ def tiny_train_config(out, data_dir, **overrides):
 
 
 @pytest.fixture(scope="session")
+def tiny_config():
+    """The factory above, for tests that train their own short runs."""
+    return tiny_train_config
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synth_dir):
     """One short pretrain run shared by the evaluation, encode and checkpoint tests."""
     from wenlan_cli.train.loop import Pretrainer

@@ -234,6 +234,9 @@ class TrainConfig:
     precision: str = "fp32"
     grad_checkpointing: bool = False
     accum_steps: int = 1
+    # Shuffle the momentum image tower's batch across processes (BriVL's shuffle-BN);
+    # None: on when running distributed with a BatchNorm backbone.
+    shuffle_bn: bool | None = None
     skip_bad: bool = False
     pretrained: bool = False
     image_weights: str | None = None

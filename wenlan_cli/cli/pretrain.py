@@ -49,6 +49,7 @@ def pretrain(
     precision: Annotated[Optional[str], Opt(help="fp32, bf16 or fp16 (fp16 on GPU only).  [default: fp32]", rich_help_panel=SCALE)] = None,
     grad_checkpointing: Annotated[Optional[bool], Opt("--grad-checkpointing", help="Recompute activations to save memory.", rich_help_panel=SCALE)] = None,
     accum_steps: Annotated[Optional[int], Opt(help="Micro-batches per optimizer step.  [default: 1]", rich_help_panel=SCALE)] = None,
+    shuffle_bn: Annotated[Optional[bool], Opt("--shuffle-bn/--no-shuffle-bn", help="Shuffle the momentum image tower's batch across processes (default: on for BatchNorm backbones when distributed).", rich_help_panel=SCALE)] = None,
     skip_bad: Annotated[Optional[bool], Opt("--skip-bad", help="Skip (and count) unreadable images instead of failing.", rich_help_panel=SCALE)] = None,
     nproc: Annotated[Optional[int], Opt(help="Launch this many processes with torchrun on this machine.", rich_help_panel=SCALE)] = None,
     image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.", rich_help_panel=DATA)] = None,
@@ -81,6 +82,11 @@ def run_pretrain(cfg) -> None:
     try:
         trainer = Pretrainer(cfg, console=console)
         result = trainer.run()
+        if result.stopped_early and result.stopped_early != "max-time":
+            import signal
+
+            # Stopped by a signal after writing a checkpoint: the shell's convention.
+            raise typer.Exit(128 + int(getattr(signal, result.stopped_early)))
         if trainer.ctx.is_main and result.metrics is not None:
             Console().print(format_recall_table(result.metrics))
             console.print(f"Checkpoint: {result.checkpoint}\nRecall: {result.out / 'recall.json'}")

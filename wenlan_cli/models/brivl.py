@@ -77,9 +77,11 @@ class BriVL(nn.Module):
             for q_buf, k_buf in zip(online.buffers(), target.buffers()):
                 k_buf.copy_(q_buf)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+    def forward(self, batch: dict[str, torch.Tensor], key_shuffle=None) -> StepOutput:
         """Loss of one batch. With queues, the caller runs `momentum_update()` once per
-        optimizer step before the forward and `enqueue()` after the backward."""
+        optimizer step before the forward and `enqueue()` after the backward.
+        `key_shuffle` (shuffle-BN across processes) permutes the momentum image tower's
+        batch and maps its keys back."""
         images, boxes, box_mask = batch["images"], batch["boxes"], batch["box_mask"]
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         image_query = F.normalize(self.image_encoder(images, boxes, box_mask), dim=-1)
@@ -88,7 +90,11 @@ class BriVL(nn.Module):
         if not self.uses_queues:
             return StepOutput(loss=clip_loss(image_query, text_query, t))
         with torch.no_grad():
-            image_key = F.normalize(self.image_encoder_m(images, boxes, box_mask), dim=-1)
+            if key_shuffle is not None:
+                (images_k, boxes_k, mask_k), restore = key_shuffle(images, boxes, box_mask)
+                image_key = restore(F.normalize(self.image_encoder_m(images_k, boxes_k, mask_k), dim=-1))
+            else:
+                image_key = F.normalize(self.image_encoder_m(images, boxes, box_mask), dim=-1)
             text_key = F.normalize(self.text_encoder_m(input_ids, attention_mask), dim=-1)
         loss = brivl_loss(
             image_query,

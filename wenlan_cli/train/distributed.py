@@ -95,3 +95,53 @@ def all_reduce_max_flag(flag: bool, ctx: DistContext, device: torch.device) -> b
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def all_gather_variable(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Like `all_gather_cat`, for ranks whose first dimension may differ (--skip-bad)."""
+    if not ctx.distributed:
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = all_gather_cat(size, ctx).tolist()
+    largest = max(sizes)
+    if min(sizes) == largest:
+        return all_gather_cat(tensor, ctx)
+    padded = torch.zeros((largest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor
+    gathered = all_gather_cat(padded, ctx)
+    return torch.cat([gathered[r * largest : r * largest + n] for r, n in enumerate(sizes)])
+
+
+class KeyBatchShuffle:
+    """BriVL's (MoCo's) shuffle-BN: the momentum image tower sees a batch shuffled across
+    ranks, so BatchNorm statistics cannot leak which key belongs to which query.
+
+    Called with the local image batch, it returns this rank's slice of a random
+    permutation of the global batch and a function that maps the keys computed on it
+    back to the original local order. The permutation comes from a generator seeded by
+    (seed, step), identical on every rank, so no broadcast is needed and resume is exact.
+    """
+
+    def __init__(self, ctx: DistContext, seed: int) -> None:
+        self.ctx = ctx
+        self.seed = seed
+        self.step = 0
+
+    def __call__(self, *tensors: torch.Tensor):
+        ctx = self.ctx
+        local = tensors[0].shape[0]
+        sizes = all_gather_cat(torch.tensor([local], device=tensors[0].device), ctx).tolist()
+        if len(set(sizes)) != 1:  # uneven batches (skipped images): no shuffle this step
+            return tensors, lambda keys: keys
+        total = local * ctx.world_size
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
+        self.step += 1
+        perm = torch.randperm(total, generator=generator).to(tensors[0].device)
+        inverse = torch.argsort(perm)
+        mine = perm[ctx.rank * local : (ctx.rank + 1) * local]
+        shuffled = tuple(all_gather_cat(t, ctx)[mine] for t in tensors)
+
+        def restore(keys: torch.Tensor) -> torch.Tensor:
+            return all_gather_cat(keys, ctx)[inverse[ctx.rank * local : (ctx.rank + 1) * local]]
+
+        return shuffled, restore

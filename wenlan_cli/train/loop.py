@@ -39,7 +39,15 @@ from .checkpoint import (
     step_name,
     write_checkpoint,
 )
-from .distributed import DistContext, all_gather_cat, all_reduce_max_flag, barrier, init_distributed
+from .distributed import (
+    DistContext,
+    KeyBatchShuffle,
+    all_gather_variable,
+    all_reduce_max_flag,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+)
 from .rng import restore_rng_state, rng_state, seed_everything
 from .schedule import warmup_cosine_scheduler
 
@@ -304,6 +312,10 @@ class Pretrainer:
             generator=torch.Generator(),
         )
         scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.key_shuffle = None
+        if ctx.distributed and model.uses_queues and (cfg.shuffle_bn or (cfg.shuffle_bn is None and has_batchnorm(model.image_encoder))):
+            self.key_shuffle = KeyBatchShuffle(ctx, cfg.seed)
+            self.key_shuffle.step = step * cfg.accum_steps
         self.log(
             f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {len(train_records):,} "
             f"images for {total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {model_config.loss}, "
@@ -372,7 +384,7 @@ class Pretrainer:
             context = nullcontext() if sync else ddp_model.no_sync()
             with context:
                 with autocast_context(ctx.device, cfg.precision):
-                    out = ddp_model(batch)
+                    out = ddp_model(batch, key_shuffle=self.key_shuffle)
                 loss = out.loss / cfg.accum_steps
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -381,7 +393,7 @@ class Pretrainer:
             total_loss += float(out.loss.detach())
             pairs += size
             if out.image_keys is not None:
-                model.enqueue(all_gather_cat(out.image_keys.float(), ctx), all_gather_cat(out.text_keys.float(), ctx))
+                model.enqueue(all_gather_variable(out.image_keys.float(), ctx), all_gather_variable(out.text_keys.float(), ctx))
         if scaler is not None:
             scaler.unscale_(optimizer)
         if cfg.grad_clip:
@@ -392,7 +404,7 @@ class Pretrainer:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return total_loss / cfg.accum_steps, pairs
+        return all_reduce_mean(total_loss / cfg.accum_steps, ctx, ctx.device), pairs
 
     def to_device(self, batch: dict, model) -> dict:
         device = self.ctx.device
@@ -484,6 +496,10 @@ class TrainingProgress:
         if not self.terminal and (time.monotonic() - self.last_print > 15 or step == self.total):
             self.last_print = time.monotonic()
             self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} pairs/s")
+
+
+def has_batchnorm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def count_parameters(model: torch.nn.Module) -> int:
