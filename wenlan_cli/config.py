@@ -59,6 +59,9 @@ class TextTowerConfig:
     max_length: int = 80
     # Train only the top N encoder layers (BriVL: 4); None trains the whole model.
     trainable_layers: int | None = None
+    # The released BriVL pads every text to max_length and runs BERT without an attention
+    # mask (the mask only reaches its own Transformer); converted weights need the same.
+    language_model_sees_padding: bool = False
     encoder_layers: int = 4
     encoder_heads: int = 4
     encoder_ff_dim: int | None = None

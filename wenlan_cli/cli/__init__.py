@@ -33,11 +33,12 @@ def _root(
 
 
 def _register() -> None:
-    from . import data, encode, eval_retrieval, finetune_caption, models, plugins, pretrain
+    from . import convert, data, encode, eval_retrieval, finetune_caption, models, plugins, pretrain
 
     for module in (pretrain, eval_retrieval, encode, finetune_caption, plugins, models):
         module.register(app)
     app.add_typer(data.app, name="data")
+    app.add_typer(convert.app, name="convert")
     from ..tasks import register_task_commands
 
     register_task_commands(app)

@@ -41,11 +41,12 @@ class ImageSettings:
 
 
 def region_boxes(record_boxes, original_size: tuple[int, int], settings: ImageSettings) -> np.ndarray:
-    """The whole-image box, then the record's boxes (or a fixed grid), in pixels of the
-    resized square input; at most `max_regions` rows."""
+    """The whole-image box, then the record's boxes (or, when the data has none — None, not
+    an empty list — a fixed grid), in pixels of the resized square input; at most
+    `max_regions` rows."""
     s = settings.image_size
     boxes = [[0.0, 0.0, float(s), float(s)]]
-    if record_boxes:
+    if record_boxes is not None:
         w, h = original_size
         sx, sy = s / w, s / h
         for x1, y1, x2, y2 in record_boxes[: settings.max_regions - 1]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -100,7 +101,13 @@ class ImageEncoder(nn.Module):
 
     def pool_regions(self, features: torch.Tensor, boxes: torch.Tensor, image_size: int) -> torch.Tensor:
         """(B, C, h, w) map + (B, R, 4) boxes -> (B, R, C): the mean of a pool x pool grid of
-        bilinear samples inside each box (roi_align with one bin of pool x pool samples)."""
+        bilinear samples inside each box."""
+        if self.config.region_pooling == "grid":
+            return grid_pool(features, boxes, image_size, self.config.pool_size)
+        return self.roi_align_pool(features, boxes, image_size)
+
+    def roi_align_pool(self, features: torch.Tensor, boxes: torch.Tensor, image_size: int) -> torch.Tensor:
+        """torchvision's roi_align with one bin of pool x pool samples per box."""
         b, r, _ = boxes.shape
         index = torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(r)
         rois = torch.cat([index[:, None], boxes.reshape(b * r, 4)], dim=1)
@@ -129,6 +136,31 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.regions(images, boxes), box_mask)
+
+
+def grid_pool(features: torch.Tensor, boxes: torch.Tensor, image_size: int, grid: int) -> torch.Tensor:
+    """BriVL's own region pooling, for its released weights: each box (in input pixels) is
+    mapped to feature-map units and sampled on a grid x grid lattice by an affine grid whose
+    scale and offset are normalised by (size - 1) while `grid_sample` itself uses the
+    align_corners=False convention — the exact sampling positions of the released model.
+    All boxes of all images are sampled in one `grid_sample` call; the mean over the
+    lattice comes before the 1x1 projection, which is the same linear map."""
+    b, r, _ = boxes.shape
+    _, c, h, w = features.shape
+    scale_x = image_size / w
+    scale_y = image_size / h
+    x1, y1, x2, y2 = (boxes[..., i] for i in range(4))
+    x1, x2 = x1 / scale_x, x2 / scale_x
+    y1, y2 = y1 / scale_y, y2 / scale_y
+    theta = torch.zeros(b * r, 2, 3, dtype=features.dtype, device=features.device)
+    theta[:, 0, 0] = ((x2 - x1) / (w - 1)).reshape(-1)
+    theta[:, 0, 2] = ((x1 + x2 - w + 1) / (w - 1)).reshape(-1)
+    theta[:, 1, 1] = ((y2 - y1) / (h - 1)).reshape(-1)
+    theta[:, 1, 2] = ((y1 + y2 - h + 1) / (h - 1)).reshape(-1)
+    lattice = F.affine_grid(theta, [b * r, c, grid, grid], align_corners=False)  # (B*R, g, g, 2)
+    lattice = lattice.reshape(b, r * grid, grid, 2)
+    sampled = F.grid_sample(features, lattice, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return sampled.reshape(b, c, r, grid * grid).mean(dim=-1).transpose(1, 2)
 
 
 def box_geometry(boxes: torch.Tensor, image_size: int) -> torch.Tensor:

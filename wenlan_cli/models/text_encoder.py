@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import TextTowerConfig
@@ -82,5 +83,17 @@ class TextEncoder(nn.Module):
             train_only_top(self.language_model, encoder_layers(self.language_model), config.trainable_layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.config.language_model_sees_padding:
+            return self.forward_padded(input_ids, attention_mask)
         states = self.language_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(states, attention_mask.bool())
+
+    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The released BriVL's text path: pad to max_length, BERT sees the padding."""
+        extra = self.config.max_length - input_ids.shape[1]
+        if extra > 0:
+            pad_id = self.language_model.config.pad_token_id or 0
+            input_ids = F.pad(input_ids, (0, extra), value=pad_id)
+            attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        states = self.language_model(input_ids=input_ids).last_hidden_state
         return self.head(states, attention_mask.bool())
