@@ -72,4 +72,4 @@ def test_pretrain_learns_a_dataset_it_has_never_seen(tmp_path, tiny_config):
     metrics = Pretrainer(cfg).run().metrics
     # 40 val images with distinct attributes: chance is 2.5% at R@1, 25% at R@10 (mean recall ~ 13).
     assert metrics["t2i_r1"] > 15 and metrics["i2t_r1"] > 15
-    assert metrics["mean_recall"] > 40
+    assert metrics["mean_recall"] > 60

@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from . import convert, data, encode, eval_retrieval, finetune_caption, models, plugins, pretrain
+    from . import classify, convert, data, encode, eval_retrieval, finetune_caption, index, models, plugins, pretrain, report, search
 
-    for module in (pretrain, eval_retrieval, encode, finetune_caption, plugins, models):
+    for module in (pretrain, eval_retrieval, encode, finetune_caption, index, search, classify, report, plugins, models):
         module.register(app)
     app.add_typer(data.app, name="data")
     app.add_typer(convert.app, name="convert")

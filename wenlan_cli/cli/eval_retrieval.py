@@ -13,9 +13,9 @@ Opt = typer.Option
 
 def eval_retrieval(
     checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory (its final, else latest, checkpoint).")],
-    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl or csv.")] = "synth",
+    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl, csv, or a Chinese-CLIP benchmark: muge, flickr30k-cn, coco-cn.")] = "synth",
     data_dir: Annotated[Optional[str], Opt(help="Folder with the data (synth: default is the cached copy).")] = None,
-    split: Annotated[str, Opt(help="train, val or test.")] = "val",
+    split: Annotated[str, Opt(help="train, val or test (muge / flickr30k-cn / coco-cn: train, valid or test; val means valid).")] = "val",
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
     batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 128,
     workers: Annotated[int, Opt(help="DataLoader worker processes decoding images.")] = 0,
@@ -26,12 +26,14 @@ def eval_retrieval(
     text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
 ) -> None:
     """Evaluate image-text retrieval: every caption is a text->image query with one gold
-    image; an image is found at K when any of its captions ranks within K."""
+    image; an image is found at K when any of its captions ranks within K. In the
+    Chinese-CLIP benchmarks a text may have several gold images and is found at K when
+    any of them ranks within K (Chinese-CLIP's own rule)."""
     from rich.console import Console
 
     from ..data.sources import load_records
     from ..errors import UsageError
-    from ..eval.evaluate import evaluate_retrieval
+    from ..eval.evaluate import evaluate_retrieval, query_table
     from ..eval.retrieval import format_recall_table
     from ..loading import load_checkpoint
     from ..train.distributed import pick_device
@@ -45,7 +47,7 @@ def eval_retrieval(
     dev = pick_device(device)
     loaded = load_checkpoint(checkpoint, device=dev)
     err = Console(stderr=True)
-    err.print(f"Evaluating {loaded.path} on {len(records):,} images / {sum(len(r.captions) for r in records):,} captions ({dataset} {split}).")
+    err.print(f"Evaluating {loaded.path} on {len(records):,} images / {len(query_table(records)[0]):,} texts ({dataset} {split}).")
     metrics = evaluate_retrieval(
         loaded.model, loaded.tokenizer, records, loaded.settings, device=dev,
         max_length=loaded.config.text.max_length, batch_size=batch_size, workers=workers,

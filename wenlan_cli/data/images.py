@@ -20,10 +20,14 @@ pixels (default 89,478,485, PIL's warning threshold) is refused before its
 pixels are decoded; PIL's own DecompressionBombWarning/Error are turned into
 the same DataError. PIL's global `Image.MAX_IMAGE_PIXELS` stays the ceiling:
 a `max_pixels` above it cannot raise it.
+
+`decode_image_bytes` applies the same rules to an encoded image held in memory
+(images stored inside a data file, such as Chinese-CLIP's base64 TSVs).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -33,7 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wenlan_cli.errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "image_size", "load_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "decode_image_bytes", "image_size", "load_image"]
 
 MAX_IMAGE_PIXELS = 89_478_485
 _WHITE = (255, 255, 255)
@@ -58,25 +62,31 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
         raise DataError(f"{path}: is a folder, not an image file.")
     if size == 0:
         raise DataError(f"{path}: the image file is empty (0 bytes).")
+    return _open_stream(path, path, max_pixels, "file")
+
+
+def _open_stream(source, name, max_pixels: int | None, noun: str) -> Image.Image:
+    """`Image.open(source)` (a path or a binary stream) with the failures of `_open`;
+    `name` is what the messages call it, `noun` "file" or "data"."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise DataError(
-            f"{path}: the image is too large to decode safely, a possible decompression bomb ({_short(exc)})."
+            f"{name}: the image is too large to decode safely, a possible decompression bomb ({_short(exc)})."
         ) from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: the file is not an image that PIL can read.") from None
+        raise DataError(f"{name}: the {noun} is not an image that PIL can read.") from None
     except OSError as exc:
-        raise DataError(f"{path}: the image file cannot be read ({exc.strerror or _short(exc)}).") from None
+        raise DataError(f"{name}: the image {noun} cannot be read ({exc.strerror or _short(exc)}).") from None
     except Exception as exc:  # corrupt headers make PIL plugins raise anything
-        raise DataError(f"{path}: the image header is corrupt ({type(exc).__name__}: {_short(exc)}).") from None
+        raise DataError(f"{name}: the image header is corrupt ({type(exc).__name__}: {_short(exc)}).") from None
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
         raise DataError(
-            f"{path}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{name}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
             f"{max_pixels:,}; refusing it as a possible decompression bomb."
         )
     return image
@@ -135,12 +145,27 @@ def load_image(path: Path | str, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -
     returned image does not hold the file open.
     """
     path = Path(path)
-    image = _open(path, max_pixels)
+    return _decode(_open(path, max_pixels), path)
+
+
+def decode_image_bytes(data: bytes, source: str, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """`load_image` for an encoded image held in memory (e.g. base64 inside a data file).
+
+    Same rules and the same DataErrors, naming `source` (such as
+    ``"valid_imgs.tsv line 7 (image_id 1000002)"``) instead of a path.
+    """
+    if not data:
+        raise DataError(f"{source}: the image data is empty (0 bytes).")
+    return _decode(_open_stream(io.BytesIO(data), source, max_pixels, "data"), source)
+
+
+def _decode(image: Image.Image, name) -> Image.Image:
+    """Decode the pixels of an opened image into an upright RGB copy; closes `image`."""
     try:
         try:
             image.load()
         except Exception as exc:  # OSError (truncated), SyntaxError, ValueError, EOFError, struct.error...
-            raise DataError(f"{path}: the image data is truncated or corrupt ({_short(exc)}).") from None
+            raise DataError(f"{name}: the image data is truncated or corrupt ({_short(exc)}).") from None
         upright = image
         if _orientation(image) != 1:
             try:
@@ -151,7 +176,7 @@ def load_image(path: Path | str, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -
             rgb = _to_rgb(upright)
         except Exception as exc:
             raise DataError(
-                f"{path}: cannot convert its colour mode {upright.mode!r} to RGB ({_short(exc)})."
+                f"{name}: cannot convert its colour mode {upright.mode!r} to RGB ({_short(exc)})."
             ) from None
         if rgb is image:
             rgb = image.copy()  # closing the file below would free the pixels otherwise

@@ -65,9 +65,16 @@ def region_boxes(record_boxes, original_size: tuple[int, int], settings: ImageSe
     return np.asarray(boxes, dtype=np.float32)
 
 
+def load_record_image(record: ImageTextRecord) -> Image.Image:
+    """A record's image as upright RGB: from its `image_source` when it has one (an image
+    stored inside a data file), else from `image_path`. Raises DataError naming it."""
+    source = getattr(record, "image_source", None)
+    return source.load() if source is not None else load_image(record.image_path)
+
+
 def prepare_image(record: ImageTextRecord, settings: ImageSettings) -> tuple[torch.Tensor, np.ndarray]:
     """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8."""
-    image = load_image(record.image_path)
+    image = load_record_image(record)
     boxes = region_boxes(record.boxes, image.size, settings)
     s = settings.image_size
     if image.size != (s, s):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wenlan_cli.data.aic_icc import read_aic_icc
 from wenlan_cli.data.brivl_jsonl import read_brivl_jsonl
+from wenlan_cli.data.chinese_clip import read_coco_cn, read_flickr30k_cn, read_muge
 from wenlan_cli.data.generic import read_csv, read_jsonl
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, UsageError
@@ -93,3 +94,7 @@ register_reader("aic-icc", read_aic_icc)
 register_reader("brivl-jsonl", read_brivl_jsonl)
 register_reader("jsonl", read_jsonl)
 register_reader("csv", read_csv)
+# Chinese-CLIP's preprocessed retrieval benchmarks ({split}_texts.jsonl + {split}_imgs.tsv).
+register_reader("muge", read_muge)
+register_reader("flickr30k-cn", read_flickr30k_cn)
+register_reader("coco-cn", read_coco_cn)

@@ -21,6 +21,34 @@ def caption_table(records: Sequence[ImageTextRecord]) -> tuple[list[str], torch.
     return texts, torch.tensor(owners, dtype=torch.long)
 
 
+def query_table(records: Sequence[ImageTextRecord]) -> tuple[list[str], torch.Tensor | list[list[int]]]:
+    """The text queries of `records` and the gold image index(es) of each.
+
+    Without caption ids this is `caption_table`: every caption is a query with one gold
+    image, as a (M,) tensor. Records whose ``meta["text_ids"]`` name their captions
+    (Chinese-CLIP's benchmarks) share a text between several images: each id becomes
+    one query, in order of first appearance, and the gold comes back as a list of
+    index lists (`retrieval_metrics`' multi-gold form) when any text has more than one.
+    """
+    texts: list[str] = []
+    gold: list[list[int]] = []
+    position: dict[object, int] = {}
+    for index, record in enumerate(records):
+        ids = record.meta.get("text_ids") if record.meta else None
+        for j, caption in enumerate(record.captions):
+            key = ids[j] if ids is not None and j < len(ids) else None
+            if key is not None:
+                if key in position:
+                    gold[position[key]].append(index)
+                    continue
+                position[key] = len(texts)
+            texts.append(caption)
+            gold.append([index])
+    if any(len(g) > 1 for g in gold):
+        return texts, gold
+    return texts, torch.tensor([g[0] for g in gold], dtype=torch.long)
+
+
 def evaluate_retrieval(
     model,
     tokenizer,
@@ -34,8 +62,9 @@ def evaluate_retrieval(
     precision: str = "fp32",
     chunk_size: int = 1024,
 ) -> dict:
-    """Text->image and image->text Recall@1/5/10 (and their mean) over `records`."""
+    """Text->image and image->text Recall@1/5/10 (and their mean) over `records`; a text
+    shared by several records (``meta["text_ids"]``) is one query with several golds."""
     images = encode_images(model, records, settings, device=device, batch_size=batch_size, workers=workers, precision=precision)
-    texts, owners = caption_table(records)
+    texts, owners = query_table(records)
     text_emb = encode_texts(model, tokenizer, texts, device=device, max_length=max_length, batch_size=2 * batch_size, precision=precision)
     return retrieval_metrics(images.embeddings, text_emb, owners, chunk_size=chunk_size)

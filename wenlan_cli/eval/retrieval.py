@@ -15,6 +15,16 @@ rows the caller has already L2-normalised; a score is a plain dot product.
 ``text_to_image`` (M,) holds, for every caption, the index of its one gold image.
 An image may have any number of captions, including none.
 
+Several gold images per text (MUGE, Chinese-CLIP's layout): pass ``text_to_image`` as
+a length-M sequence of index sequences instead, e.g. ``[[0], [1, 4], [2]]`` (a plain
+int in that list counts as a one-element set).  Text -> image then finds a text at K
+when ANY of its gold images is in the top K, and image -> text finds an image when
+ANY text listing it is -- the rule of Chinese-CLIP's ``evaluation.py`` and
+``evaluation_tr.py``, so recall is comparable with its published numbers.  A text
+with an empty set has no text -> image rank (``-1``, left out of that recall) and
+an image listed by no text has no image -> text rank, as below.  With one index per
+text this form gives exactly the ranks of the plain (M,) form.
+
 Ranking rule
 ------------
 Candidates are ordered by descending score; equal scores are ordered by lower
@@ -28,8 +38,9 @@ candidate index first -- the order a *stable* descending sort gives.  Ranks are
 
 * image -> text: an image is found at K as soon as ANY of its captions is in the
   top K, so its rank is the position of its *first* gold caption in the stable
-  order.  With ``g_max`` the highest score over its captions and ``c*`` the lowest
-  caption index reaching ``g_max``::
+  order (with several gold images per text, text -> image ranks follow the same
+  rule over the text's gold images).  With ``g_max`` the highest score over its
+  captions and ``c*`` the lowest caption index reaching ``g_max``::
 
       #(texts with score > g_max) + #(texts with score == g_max and index < c*)
 
@@ -109,9 +120,79 @@ def _check_embeddings(x: Any, name: str) -> torch.Tensor:
     return t
 
 
+def _is_gold_sets(x: Any) -> bool:
+    """True for the multi-gold form: a sequence whose items include index sequences."""
+    if isinstance(x, np.ndarray):
+        return x.dtype == object
+    if not isinstance(x, (list, tuple)):
+        return False
+    for item in x:
+        if isinstance(item, (list, tuple, set, frozenset, range)):
+            return True
+        if isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim > 0:
+            return True
+    return False
+
+
+def _set_members(item: Any, q: int) -> list[int]:
+    """The gold indices of text `q` in the multi-gold form, as Python ints."""
+    if isinstance(item, (bool, np.bool_)):
+        raise ValueError(f"text_to_image[{q}] must be an image index or a sequence of them, got a bool")
+    if isinstance(item, (int, np.integer)):
+        return [int(item)]
+    if isinstance(item, (torch.Tensor, np.ndarray)):
+        kind = str(item.dtype)
+        if item.ndim > 1 or "bool" in kind or "float" in kind or "complex" in kind or kind == "object":
+            raise ValueError(f"text_to_image[{q}] must be a 1-D sequence of integer indices, got {kind} of shape {tuple(item.shape)}")
+        return [int(v) for v in item.reshape(-1).tolist()]
+    if isinstance(item, (list, tuple, set, frozenset, range)):
+        out = []
+        for v in item:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"text_to_image[{q}] must hold integer image indices, found {v!r}")
+            out.append(int(v))
+        return sorted(set(out)) if isinstance(item, (set, frozenset)) else out
+    raise ValueError(f"text_to_image[{q}] must be an image index or a sequence of them, got {type(item).__name__}")
+
+
+class _GoldSets:
+    """Many-to-many gold pairs as two CSR tables (queries -> sorted candidate indices):
+    ``t_offsets``/``t_members`` text -> images, ``i_offsets``/``i_members`` image -> texts."""
+
+    def __init__(self, sets: Any, num_texts: int, num_images: int, device: torch.device) -> None:
+        items = list(sets)
+        if len(items) != num_texts:
+            raise ValueError(
+                f"text_to_image must be 1-D (one gold image index per text) or hold one set of gold "
+                f"image indices per text; got {len(items)} sets for the {num_texts} rows of text_emb"
+            )
+        pairs: set[tuple[int, int]] = set()
+        for q, item in enumerate(items):
+            for c in _set_members(item, q):
+                if not 0 <= c < num_images:
+                    raise ValueError(
+                        f"text_to_image[{q}] holds image index {c}, outside [0, {num_images}) for {num_images} images"
+                    )
+                pairs.add((q, c))
+        if not pairs:
+            raise ValueError("no text has a gold image, so retrieval recall is undefined")
+        by_text = torch.tensor(sorted(pairs), dtype=torch.long)
+        by_image = torch.tensor(sorted((c, q) for q, c in pairs), dtype=torch.long)
+        self.t_offsets, self.t_members = _csr(by_text, num_texts, device)
+        self.i_offsets, self.i_members = _csr(by_image, num_images, device)
+
+
+def _csr(pairs: torch.Tensor, num_rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets (num_rows + 1,), members) of (row, member) pairs sorted by row, then member."""
+    counts = torch.bincount(pairs[:, 0], minlength=num_rows)
+    offsets = torch.zeros(num_rows + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    return offsets.to(device), pairs[:, 1].contiguous().to(device)
+
+
 def _check_inputs(
     image_emb: Any, text_emb: Any, text_to_image: Any, chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | _GoldSets]:
     images = _check_embeddings(image_emb, "image_emb")
     texts = _check_embeddings(text_emb, "text_emb")
     if images.shape[1] != texts.shape[1]:
@@ -121,6 +202,10 @@ def _check_inputs(
         )
     if images.device != texts.device:
         raise ValueError(f"image_emb is on {images.device} but text_emb is on {texts.device}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if _is_gold_sets(text_to_image):
+        return images, texts, _GoldSets(text_to_image, texts.shape[0], images.shape[0], images.device)
 
     gold = _as_tensor(text_to_image, "text_to_image")
     if gold.ndim != 1:
@@ -141,9 +226,6 @@ def _check_inputs(
             f"text_to_image holds image index {bad}, outside [0, {num_images}) "
             f"for {num_images} images"
         )
-
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return images, texts, gold
 
 
@@ -241,41 +323,50 @@ def _text_to_image_ranks(
 def _image_to_text_ranks(
     images: torch.Tensor, texts: torch.Tensor, gold: torch.Tensor, chunk_size: int
 ) -> torch.Tensor:
-    num_images, num_texts = images.shape[0], texts.shape[0]
+    num_images = images.shape[0]
     order, offsets = _caption_index(gold, num_images)
-    has_caption = offsets[1:] > offsets[:-1]
-    if not bool(has_caption.any()):
+    if not bool((offsets[1:] > offsets[:-1]).any()):
         raise ValueError("no image has a caption, so image->text recall is undefined")
+    return _set_ranks(images, texts, offsets, order, chunk_size)
 
-    device = images.device
-    scorer = _Scorer(texts, chunk_size, num_images)
-    ranks = torch.empty(num_images, dtype=torch.long, device=device)
+
+def _set_ranks(
+    queries: torch.Tensor, candidates: torch.Tensor, offsets: torch.Tensor, members: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """Rank of every query's first gold candidate; query q's golds are
+    ``members[offsets[q]:offsets[q + 1]]`` (ascending within a query).  A query without
+    golds gets ``-1``."""
+    num_queries, num_candidates = queries.shape[0], candidates.shape[0]
+    device = queries.device
+    has_gold = offsets[1:] > offsets[:-1]
+    counts = offsets[1:] - offsets[:-1]
+    scorer = _Scorer(candidates, chunk_size, num_queries)
+    ranks = torch.empty(num_queries, dtype=torch.long, device=device)
     offsets_cpu = offsets.tolist()
-    image_of_sorted = gold[order]  # the image of each caption in `order`, ascending
-    for start in range(0, num_images, chunk_size):
-        stop = min(start + chunk_size, num_images)
+    for start in range(0, num_queries, chunk_size):
+        stop = min(start + chunk_size, num_queries)
         n_rows = stop - start
-        scores = scorer.scores(images[start:stop])
+        scores = scorer.scores(queries[start:stop])
 
-        # The gold captions of this chunk's images are one contiguous run of `order`.
-        captions = order[offsets_cpu[start] : offsets_cpu[stop]]
-        row_of = image_of_sorted[offsets_cpu[start] : offsets_cpu[stop]] - start
-        values = scores[captions, row_of]
+        # The golds of this chunk's queries are one contiguous run of `members`.
+        golds = members[offsets_cpu[start] : offsets_cpu[stop]]
+        row_of = torch.repeat_interleave(torch.arange(n_rows, device=device), counts[start:stop])
+        values = scores[golds, row_of]
         best = torch.full((n_rows,), float("-inf"), device=device)
         best.scatter_reduce_(0, row_of, values, reduce="amax", include_self=True)
         reaches_best = values == best[row_of]
-        first = torch.full((n_rows,), num_texts, dtype=torch.long, device=device)
+        first = torch.full((n_rows,), num_candidates, dtype=torch.long, device=device)
         first.scatter_reduce_(
-            0, row_of[reaches_best], captions[reaches_best], reduce="amin", include_self=True
+            0, row_of[reaches_best], golds[reaches_best], reduce="amin", include_self=True
         )
 
-        with_caption = has_caption[start:stop]
-        # An image without captions gets a gold score no candidate reaches; its
+        with_gold = has_gold[start:stop]
+        # A query without golds gets a gold score no candidate reaches; its
         # (meaningless) count is replaced by -1 below.
-        gold_score = torch.where(with_caption, best, torch.full_like(best, float("inf")))
-        gold_index = torch.where(with_caption, first, torch.zeros_like(first))
+        gold_score = torch.where(with_gold, best, torch.full_like(best, float("inf")))
+        gold_index = torch.where(with_gold, first, torch.zeros_like(first))
         chunk_ranks = scorer.ranks(scores, gold_score, gold_index)
-        ranks[start:stop] = torch.where(with_caption, chunk_ranks, torch.full_like(chunk_ranks, -1))
+        ranks[start:stop] = torch.where(with_gold, chunk_ranks, torch.full_like(chunk_ranks, -1))
     return ranks
 
 
@@ -290,7 +381,9 @@ def retrieval_ranks(
     Args:
         image_emb: (N, D) image embeddings (tensor or numpy), L2-normalised.
         text_emb: (M, D) caption embeddings, L2-normalised, on the same device.
-        text_to_image: (M,) integer gold image index of every caption.
+        text_to_image: (M,) integer gold image index of every caption, or a length-M
+            sequence of gold index sequences (several gold images per text; see the
+            module docstring).
         chunk_size: queries scored per matrix product.  The two scratch buffers hold
             ``2 * chunk_size * max(N, M)`` float32 values; lower it for very large
             candidate sets.
@@ -298,7 +391,8 @@ def retrieval_ranks(
     Returns:
         ``(text_to_image_ranks, image_to_text_ranks)``: int64 tensors of shape (M,) and
         (N,) on the embeddings' device.  Ties follow the module's stable ranking rule;
-        images without captions get ``-1``.
+        images without captions (and, in the multi-gold form, texts with an empty set)
+        get ``-1``.
 
     Raises:
         ValueError: on empty inputs, non-float or non-finite embeddings, mismatched
@@ -308,8 +402,12 @@ def retrieval_ranks(
     images, texts, gold = _check_inputs(image_emb, text_emb, text_to_image, chunk_size)
     chunk_size = int(chunk_size)
     with torch.no_grad():
-        t2i = _text_to_image_ranks(images, texts, gold, chunk_size)
-        i2t = _image_to_text_ranks(images, texts, gold, chunk_size)
+        if isinstance(gold, _GoldSets):
+            t2i = _set_ranks(texts, images, gold.t_offsets, gold.t_members, chunk_size)
+            i2t = _set_ranks(images, texts, gold.i_offsets, gold.i_members, chunk_size)
+        else:
+            t2i = _text_to_image_ranks(images, texts, gold, chunk_size)
+            i2t = _image_to_text_ranks(images, texts, gold, chunk_size)
     return t2i, i2t
 
 

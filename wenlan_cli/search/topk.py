@@ -26,7 +26,7 @@ import torch
 
 from ..errors import UsageError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "search_faiss", "search_vectors"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "require_faiss", "search_faiss", "search_vectors"]
 
 DEFAULT_CHUNK_SIZE = 65536
 
@@ -115,11 +115,8 @@ def search_vectors(
     return _order(best_values, best_indices, k)
 
 
-def search_faiss(queries: Any, vectors: Any, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same search through faiss' exact inner-product index (``IndexFlatIP``).
-
-    Raises UsageError when faiss is not installed.
-    """
+def require_faiss():
+    """The faiss module, or a UsageError saying how to get it."""
     try:
         import faiss
     except ImportError:
@@ -127,6 +124,15 @@ def search_faiss(queries: Any, vectors: Any, k: int = 10) -> tuple[torch.Tensor,
             "--faiss needs the faiss package, which is not installed (pip install faiss-cpu, or faiss-gpu); "
             "leave --faiss out to use the built-in exact search."
         ) from None
+    return faiss
+
+
+def search_faiss(queries: Any, vectors: Any, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same search through faiss' exact inner-product index (``IndexFlatIP``).
+
+    Raises UsageError when faiss is not installed.
+    """
+    faiss = require_faiss()
     q = _as_float_tensor(queries, "queries").detach().to("cpu", torch.float32).numpy()
     v = _as_float_tensor(vectors, "vectors").detach().to("cpu", torch.float32).numpy()
     if q.shape[1] != v.shape[1]:

@@ -124,6 +124,7 @@ class Pretrainer:
         self.out = Path(cfg.out)
         self.metrics_lines: list[str] = []
         self.skipped_images = 0
+        self.metrics_writer = None
 
     # Set-up -----------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -234,6 +235,8 @@ class Pretrainer:
         self.metrics_lines.append(line)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line)
+        if self.metrics_writer is not None:
+            self.metrics_writer.write(entry)
 
     def resume_dir(self) -> Path | None:
         resume = self.cfg.resume
@@ -246,6 +249,17 @@ class Pretrainer:
 
     # The run ----------------------------------------------------------------------
     def run(self) -> RunResult:
+        from ..report.tensorboard import MetricsWriter
+
+        if self.ctx.is_main:
+            self.metrics_writer = MetricsWriter(self.out)
+        try:
+            return self._run()
+        finally:
+            if self.metrics_writer is not None:
+                self.metrics_writer.close()
+
+    def _run(self) -> RunResult:
         cfg, ctx = self.cfg, self.ctx
         if ctx.device.type == "cpu" and cfg.precision == "fp16":
             raise UsageError("--precision fp16 needs a GPU (it relies on a GradScaler); use bf16 or fp32 on CPU.")
@@ -281,6 +295,8 @@ class Pretrainer:
         step = 0
         if resume_dir is not None:
             step = self.restore(resume_dir, model, optimizer, scheduler)
+            if self.metrics_writer is not None:
+                self.metrics_writer.purge_step = step + 1
             self.log(f"Resumed from {resume_dir} at step {step}.")
         elif ctx.is_main:
             (self.out / "metrics.jsonl").write_text("", encoding="utf-8")

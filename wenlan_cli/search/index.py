@@ -1,0 +1,495 @@
+"""A folder of images as an updatable index of unit vectors.
+
+Layout of an index directory::
+
+    index.json                 what the index is (see below); the one commit point
+    vectors.<generation>.npy   (N, D) float32, L2-normalised, row i = manifest line i
+    manifest.<generation>.jsonl  one JSON object per row, in row order:
+                               {"path": "sub/cat.jpg", "size": 12345, "mtime_ns": ..., "sha256": ...}
+
+``index.json`` holds the format and version, the images folder (absolute), the names
+of the current vectors and manifest files, the row count and dimension, the images
+left out as unreadable, and the identity of the checkpoint that encoded them:
+its resolved path, the SHA-256, size and mtime of its ``model.safetensors`` and its
+embedding size. Manifest paths are POSIX paths relative to the images folder, so a
+moved folder keeps its index; rows are sorted by that path.
+
+Updating: a file is unchanged when its size and modification time (ns) match the
+manifest -- or, for an index built with ``hash_contents``, when its SHA-256 matches
+(every file is then read on every run). Only new and changed files are encoded;
+deleted ones are dropped. An index is only updated with the checkpoint that built it
+(same weights hash), unless ``rebuild`` re-encodes everything.
+
+Atomicity: a run writes new, uniquely named vectors and manifest files, then
+replaces ``index.json`` with ``os.replace`` (after fsync). Until that rename the
+previous ``index.json`` still names the previous, untouched files, so an interrupted
+run never damages the index; its leftovers are deleted by the next successful run.
+A lock file keeps two runs from updating one index at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.records import ImageTextRecord
+from ..encode import collect_image_paths, encode_images
+from ..errors import CheckpointError, DataError, UsageError
+
+__all__ = [
+    "ImageIndex",
+    "IndexReport",
+    "IndexRow",
+    "build_index",
+    "checkpoint_identity",
+    "load_index",
+    "update_index",
+]
+
+INDEX_FILE = "index.json"
+FORMAT = "wenlan-image-index"
+VERSION = 1
+_LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One indexed image: its path relative to the images folder and what it looked like."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+
+    def to_json(self) -> dict:
+        row = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        if self.sha256 is not None:
+            row["sha256"] = self.sha256
+        return row
+
+
+@dataclass
+class ImageIndex:
+    directory: Path
+    images_dir: Path
+    vectors: np.ndarray  # (N, D) float32, L2-normalised
+    rows: list[IndexRow]
+    checkpoint: dict
+    hash_contents: bool = False
+    skipped: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def file(self, row: int) -> Path:
+        """The image file of row `row` (images folder / manifest path)."""
+        return self.images_dir / self.rows[row].path
+
+
+@dataclass
+class IndexReport:
+    """What one `update_index` run did; paths are relative to the images folder."""
+
+    index: ImageIndex
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: int
+    encoded: list[str]  # the files sent to the model (added + changed)
+    skipped: list[dict]  # {"path", "error"} of unreadable images, left out
+    rebuilt: bool
+    written: bool  # False when nothing changed and the index was left as it was
+
+    def summary(self) -> str:
+        parts = [f"{len(self.added)} added", f"{len(self.changed)} changed", f"{len(self.removed)} removed",
+                 f"{self.unchanged} unchanged"]
+        text = (f"{len(self.index)} images in {self.index.directory} ({', '.join(parts)}; "
+                f"encoded {len(self.encoded)}{', rebuilt' if self.rebuilt else ''})")
+        if self.skipped:
+            text += f"; left out {len(self.skipped)} unreadable image(s)"
+        if not self.written:
+            text += "; already up to date"
+        return text
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_identity(checkpoint: str | Path, known: dict | None = None) -> dict:
+    """{"path", "model_sha256", "model_size", "model_mtime_ns", "embed_dim", "model"} of a
+    checkpoint (or run) directory. The hash of `known` is reused when it describes the
+    same file (same resolved path, size and mtime), so a large weights file is not
+    re-read on every search."""
+    from ..train.checkpoint import model_config_of, resolve_checkpoint
+
+    directory = resolve_checkpoint(checkpoint).resolve()
+    weights = directory / "model.safetensors"
+    try:
+        stat = weights.stat()
+    except OSError as exc:
+        raise CheckpointError(f"{weights} cannot be read ({exc.strerror or exc}).") from None
+    config = model_config_of(directory)
+    if (
+        known
+        and known.get("path") == str(directory)
+        and known.get("model_size") == stat.st_size
+        and known.get("model_mtime_ns") == stat.st_mtime_ns
+        and known.get("model_sha256")
+    ):
+        sha = known["model_sha256"]
+    else:
+        sha = _sha256_file(weights)
+    return {
+        "path": str(directory),
+        "model_sha256": sha,
+        "model_size": stat.st_size,
+        "model_mtime_ns": stat.st_mtime_ns,
+        "embed_dim": int(config.embed_dim),
+        "model": config.name,
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; {what}.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not readable JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a JSON object.")
+    return data
+
+
+def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
+    """Read an index directory, checking that its files agree with each other.
+    With `mmap` the vectors are memory-mapped read-only instead of read into memory."""
+    directory = Path(index_dir)
+    if not directory.is_dir():
+        raise DataError(f"the index {directory} does not exist (build it with `wenlan index IMAGES_DIR --out {directory}`).")
+    info = _read_json(directory / INDEX_FILE, f"{directory} is not a wenlan image index (build one with `wenlan index`)")
+    if info.get("format") != FORMAT:
+        raise DataError(f"{directory / INDEX_FILE} is not a wenlan image index (format {info.get('format')!r}).")
+    if info.get("version") != VERSION:
+        raise DataError(f"{directory / INDEX_FILE} has index version {info.get('version')!r}; this wenlan reads version {VERSION}.")
+    try:
+        vectors_path = directory / info["vectors"]
+        manifest_path = directory / info["manifest"]
+        count, dim = int(info["count"]), int(info["dim"])
+        checkpoint = dict(info["checkpoint"])
+        images_dir = Path(info["images_dir"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{directory / INDEX_FILE} lacks or garbles the field {exc}.") from None
+    try:
+        vectors = np.load(vectors_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{vectors_path} is missing; the index {directory} is damaged (rebuild it with --rebuild).") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{vectors_path} is not a readable .npy file ({exc}).") from None
+    if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+        raise DataError(
+            f"{vectors_path} holds {vectors.dtype} {vectors.shape}, but {INDEX_FILE} says float32 {(count, dim)}."
+        )
+    rows: list[IndexRow] = []
+    number = 0
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                rows.append(IndexRow(item["path"], int(item["size"]), int(item["mtime_ns"]), item.get("sha256")))
+    except FileNotFoundError:
+        raise DataError(f"{manifest_path} is missing; the index {directory} is damaged (rebuild it with --rebuild).") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{manifest_path} line {number}: not a manifest row ({exc}).") from None
+    if len(rows) != count:
+        raise DataError(f"{manifest_path} has {len(rows)} rows, but {INDEX_FILE} says {count}.")
+    return ImageIndex(
+        directory=directory, images_dir=images_dir, vectors=vectors, rows=rows, checkpoint=checkpoint,
+        hash_contents=bool(info.get("hash_contents", False)), skipped=list(info.get("skipped", [])), info=info,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    with open(directory / _LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"another `wenlan index` run is updating {directory}; wait for it to finish.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_generation(directory: Path, vectors: np.ndarray, rows: list[IndexRow], info: dict) -> None:
+    """Write the new files, then commit them by replacing index.json."""
+    generation = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    vectors_name, manifest_name = f"vectors.{generation}.npy", f"manifest.{generation}.jsonl"
+    with open(directory / vectors_name, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
+        handle.flush()
+        os.fsync(handle.fileno())
+    with open(directory / manifest_name, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    info = {**info, "vectors": vectors_name, "manifest": manifest_name}
+    _commit(directory, info)
+    _remove_stale(directory, keep={vectors_name, manifest_name})
+
+
+def _commit(directory: Path, info: dict) -> None:
+    temporary = directory / f"{INDEX_FILE}.{secrets.token_hex(4)}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(info, handle, ensure_ascii=False, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, directory / INDEX_FILE)
+    _fsync(directory)
+
+
+def _remove_stale(directory: Path, keep: set[str]) -> None:
+    """Files of earlier generations and of interrupted runs."""
+    for path in directory.iterdir():
+        name = path.name
+        stale = (
+            (name.startswith("vectors.") and name.endswith(".npy"))
+            or (name.startswith("manifest.") and name.endswith(".jsonl"))
+            or (name.startswith(INDEX_FILE + ".") and name.endswith(".tmp"))
+        )
+        if stale and name not in keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _scan(images_dir: Path, index_dir: Path, hash_contents: bool) -> list[tuple[IndexRow, Path]]:
+    """Every image under `images_dir` (recursively), sorted by relative path."""
+    index_resolved = index_dir.resolve()
+    found = []
+    for path in collect_image_paths([images_dir]):
+        if index_resolved in path.resolve().parents:
+            continue
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+        sha = _sha256_file(path) if hash_contents else None
+        rel = path.relative_to(images_dir).as_posix()
+        found.append((IndexRow(rel, stat.st_size, stat.st_mtime_ns, sha), path))
+    found.sort(key=lambda item: item[0].path)
+    return found
+
+
+def _unchanged(old: IndexRow, new: IndexRow, hash_contents: bool) -> bool:
+    if hash_contents and old.sha256 is not None and new.sha256 is not None:
+        return old.sha256 == new.sha256
+    return old.size == new.size and old.mtime_ns == new.mtime_ns
+
+
+def update_index(
+    images_dir: str | Path,
+    index_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    rebuild: bool = False,
+    hash_contents: bool | None = None,
+    skip_bad: bool = False,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    on_start: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Bring the index in `index_dir` up to date with the images under `images_dir`.
+
+    Builds it when there is none (or with `rebuild`). `checkpoint` defaults to the one
+    the existing index was built with. `hash_contents` (default: the existing index's
+    setting, else False) records and compares SHA-256 hashes of the files. `on_start`
+    gets the number of images to encode, `on_batch` the images done per batch.
+
+    Raises UsageError for a checkpoint other than the index's own (without `rebuild`),
+    DataError for unreadable images (unless `skip_bad`) or a folder without images.
+    """
+    images_dir = Path(images_dir)
+    index_dir = Path(index_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"the images folder {images_dir} does not exist or is not a folder.")
+    if index_dir.exists() and not index_dir.is_dir():
+        raise UsageError(f"--out {index_dir} is a file, not an index folder.")
+    if index_dir.is_dir() and not (index_dir / INDEX_FILE).exists():
+        extra = [p.name for p in index_dir.iterdir() if p.name != _LOCK_FILE and not _is_ours(p.name)]
+        if extra:
+            raise UsageError(f"--out {index_dir} is a folder that is not a wenlan index (it holds {extra[0]!r}); "
+                             "give a new or empty folder.")
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(index_dir):
+        previous = None
+        if not rebuild and (index_dir / INDEX_FILE).exists():
+            try:
+                previous = load_index(index_dir, mmap=True)
+            except DataError as exc:
+                raise DataError(f"{exc} Pass --rebuild to build the index anew.") from None
+        if checkpoint is None:
+            if previous is None:
+                raise UsageError("give --checkpoint: there is no index yet to take the checkpoint from.")
+            checkpoint = previous.checkpoint["path"]
+        identity = checkpoint_identity(checkpoint, known=previous.checkpoint if previous else None)
+        if previous is not None and (
+            previous.checkpoint.get("model_sha256") != identity["model_sha256"]
+            or previous.checkpoint.get("embed_dim") != identity["embed_dim"]
+        ):
+            raise UsageError(
+                f"the index {index_dir} was built with the checkpoint {previous.checkpoint.get('path')} "
+                f"(weights sha256 {str(previous.checkpoint.get('model_sha256'))[:12]}), not {identity['path']} "
+                f"(sha256 {identity['model_sha256'][:12]}); pass --rebuild to re-encode every image with the new one."
+            )
+        if hash_contents is None:
+            hash_contents = previous.hash_contents if previous is not None else False
+
+        scanned = _scan(images_dir, index_dir, hash_contents)
+        old_rows = {row.path: i for i, row in enumerate(previous.rows)} if previous is not None else {}
+        added, changed, to_encode, keep_old = [], [], [], {}
+        for row, path in scanned:
+            j = old_rows.get(row.path)
+            if j is not None and _unchanged(previous.rows[j], row, hash_contents):
+                keep_old[row.path] = j
+            else:
+                (changed if j is not None else added).append(row.path)
+                to_encode.append((row, path))
+        seen = {row.path for row, _ in scanned}
+        removed = [row.path for row in previous.rows if row.path not in seen] if previous is not None else []
+
+        new_vectors, failures = _encode(to_encode, identity, skip_bad=skip_bad, batch_size=batch_size,
+                                        workers=workers, device=device, precision=precision,
+                                        on_start=on_start, on_batch=on_batch)
+        failed = {path for path, _ in failures}
+        added = [path for path in added if path not in failed]
+        changed = [path for path in changed if path not in failed]
+        rows = [row for row, _ in scanned if row.path in keep_old or (row.path in new_vectors)]
+        if not rows:
+            what = f"no readable images under {images_dir}" if scanned else f"no images (jpg, png, webp, bmp) under {images_dir}"
+            raise DataError(f"{what}; nothing to index.")
+        dim = identity["embed_dim"]
+        vectors = np.empty((len(rows), dim), dtype=np.float32)
+        old_positions = [(i, keep_old[row.path]) for i, row in enumerate(rows) if row.path in keep_old]
+        if old_positions:
+            dst, src = zip(*old_positions)
+            vectors[list(dst)] = np.asarray(previous.vectors[list(src)])
+        for i, row in enumerate(rows):
+            if row.path in new_vectors:
+                vectors[i] = new_vectors[row.path]
+        skipped = [{"path": path, "error": message} for path, message in failures]
+        unchanged = len(keep_old)
+        info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "images_dir": str(images_dir.resolve()),
+            "count": len(rows),
+            "dim": dim,
+            "hash_contents": hash_contents,
+            "checkpoint": identity,
+            "skipped": skipped,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        up_to_date = (
+            previous is not None
+            and previous.rows == rows
+            and previous.skipped == skipped
+            and previous.info.get("images_dir") == info["images_dir"]
+            and previous.hash_contents == hash_contents
+            and previous.checkpoint == identity
+        )
+        if up_to_date:
+            index = load_index(index_dir)
+        else:
+            _write_generation(index_dir, vectors, rows, info)
+            index = ImageIndex(index_dir, Path(info["images_dir"]), vectors, rows, identity, hash_contents, skipped,
+                               load_index_info(index_dir))
+    return IndexReport(
+        index=index, added=added, changed=changed, removed=removed, unchanged=unchanged,
+        encoded=[row.path for row, _ in to_encode], skipped=skipped, rebuilt=rebuild, written=not up_to_date,
+    )
+
+
+def build_index(images_dir: str | Path, index_dir: str | Path, checkpoint: str | Path, **options) -> IndexReport:
+    """Encode every image under `images_dir` into a new index (an existing one is replaced)."""
+    return update_index(images_dir, index_dir, checkpoint, rebuild=True, **options)
+
+
+def load_index_info(index_dir: str | Path) -> dict:
+    """The index.json of an index directory."""
+    return _read_json(Path(index_dir) / INDEX_FILE, "it is not a wenlan image index")
+
+
+def _is_ours(name: str) -> bool:
+    return (name.startswith(("vectors.", "manifest.", INDEX_FILE + ".")))
+
+
+def _encode(to_encode, identity, *, skip_bad, batch_size, workers, device, precision, on_start, on_batch):
+    """{relative path: vector} of the images to (re-)encode, and the unreadable ones."""
+    if on_start is not None:
+        on_start(len(to_encode))
+    if not to_encode:
+        return {}, []
+    import torch
+
+    from ..loading import load_checkpoint
+    from ..train.distributed import pick_device
+
+    dev = pick_device(device)
+    loaded = load_checkpoint(identity["path"], device=dev)
+    records = [ImageTextRecord(image_id=row.path, image_path=path, captions=[]) for row, path in to_encode]
+    result = encode_images(loaded.model, records, loaded.settings, device=dev, batch_size=batch_size,
+                           workers=workers, skip_bad=skip_bad, precision=precision, on_batch=on_batch)
+    embeddings = result.embeddings.to(torch.float32)
+    embeddings = torch.nn.functional.normalize(embeddings, dim=1).numpy()
+    vectors = {to_encode[i][0].path: embeddings[n] for n, i in enumerate(result.kept)}
+    failures = [(to_encode[i][0].path, message) for i, message in result.failures]
+    return vectors, failures
