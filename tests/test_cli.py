@@ -189,3 +189,10 @@ def test_models_and_plugins_commands_list_the_registry(capsys):
     assert code == 0 and "brivl-tiny" in out and "brivl-base" in out
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0 and "retrieval" in out
+
+
+def test_unknown_options_and_missing_required_ones_are_usage_errors(capsys):
+    code, _, err = run_cli(capsys, "pretrain", "--no-such-option")
+    assert code == 2 and "No such option" in err
+    code, _, err = run_cli(capsys, "eval-retrieval")
+    assert code == 2 and "--checkpoint" in err

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from ..errors import WenlanError
@@ -54,29 +53,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name="wenlan", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("Aborted.", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
     except WenlanError as exc:
         if state.DEBUG:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 1
-    except Exception as exc:  # a bug or an environment problem we did not anticipate
+    except Exception as exc:
+        code = _click_outcome(exc)
+        if code is not None:
+            return code
         if state.DEBUG:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _click_outcome(exc: Exception) -> int | None:
+    """Exit code of click's (or typer's bundled click's) control-flow exceptions:
+    Exit, Abort and usage errors, which print their own message; None for others."""
+    name = type(exc).__name__
+    if name == "Exit" and isinstance(getattr(exc, "exit_code", None), int):
+        return exc.exit_code
+    if name == "Abort":
+        print("Aborted.", file=sys.stderr)
+        return 130
+    if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+        exc.show()
+        return exc.exit_code
+    return None
 
 
 def run() -> None:

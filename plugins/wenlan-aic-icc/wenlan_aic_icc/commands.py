@@ -1,0 +1,285 @@
+"""The plugin's commands: `wenlan finetune-caption` (served), `wenlan caption`, `wenlan score`.
+
+Thin: parse options, call the library, print. Errors are wenlan's error types, which the
+core command line prints as one sentence with exit code 1 (a failed run) or 2 (bad usage).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+# Defaults shown by --help; the library's dataclasses hold the same values.
+_DEFAULT_EVAL_BATCH = 100
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def scores_table(result: dict, title: str):
+    """A rich table of one scoring result on the 0-100 scale (BLEU-1 .. CIDEr, sacreBLEU)."""
+    from rich.table import Table
+
+    from .scoring import _LABELS, metrics_x100
+
+    values = metrics_x100(result)
+    table = Table(title=title)
+    for key in values:
+        table.add_column(_LABELS.get(key, key), justify="right")
+    table.add_row(*(f"{v:.1f}" for v in values.values()))
+    return table
+
+
+def print_scores(result: dict, title: str, *, to_stderr: bool = False) -> None:
+    """The table (stdout, or stderr when stdout carries data), then warnings, one line each, on stderr."""
+    from rich.console import Console
+
+    out = Console(stderr=to_stderr, soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
+    out.print(scores_table(result, title))
+    sacre = result.get("sacrebleu")
+    if sacre:
+        out.print(f"sacreBLEU signature: {sacre['signature']}", highlight=False)
+    for warning in result.get("warnings", []):
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+
+
+def scores_json(result: dict, **extra) -> dict:
+    from .scoring import metrics_x100
+
+    return {**extra, **result, "metrics_x100": metrics_x100(result)}
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def submission_text(captions: dict[str, str]) -> str:
+    """The AIC-ICC submission format, one image per line: [{"image_id": ..., "caption": ...}, ...]."""
+    lines = [json.dumps({"image_id": k, "caption": v}, ensure_ascii=False) for k, v in captions.items()]
+    return "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
+
+
+# --------------------------------------------------------------------------- finetune-caption
+
+
+def finetune_caption(
+    checkpoint: Annotated[str, Opt(help="Pretrain checkpoint (or run directory) whose image tower the captioner starts from.")],
+    dataset: Annotated[str, Opt(help="synth (default: the built-in data), aic-icc, brivl-jsonl, jsonl or csv.")] = "synth",
+    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
+    out: Annotated[str, Opt(help="Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.")] = "runs/caption",
+    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 1500 on synth, else one epoch).")] = None,
+    epochs: Annotated[Optional[float], Opt(help="Passes over the training images (one caption each), instead of --steps.")] = None,
+    batch_size: Annotated[int, Opt(help="Captions per step.")] = 64,
+    lr: Annotated[float, Opt(help="Peak learning rate of the decoder.")] = 2e-3,
+    tower_lr: Annotated[Optional[float], Opt(help="Peak learning rate of the tower's trained weights (default: lr / 2).")] = None,
+    weight_decay: Annotated[float, Opt(help="AdamW weight decay.")] = 0.01,
+    warmup: Annotated[int, Opt(help="Warm-up steps before the cosine decay.")] = 100,
+    label_smoothing: Annotated[float, Opt(help="Label smoothing of the next-token loss.")] = 0.1,
+    eval_every: Annotated[Optional[int], Opt(help="Validate every N steps (0: only at the end; default: four times a run).")] = None,
+    eval_split: Annotated[str, Opt(help="Split to validate and keep the best checkpoint on.")] = "val",
+    beam_size: Annotated[int, Opt(help="Beam width for validation captions (1: greedy); saved with the checkpoint.")] = 1,
+    length_penalty: Annotated[float, Opt(help="Beams ranked by log-probability / length ** this (0: plain sum).")] = 0.0,
+    max_len: Annotated[int, Opt(help="Most tokens per generated caption.")] = 64,
+    freeze_tower: Annotated[bool, Opt("--freeze-tower", help="Keep the whole image tower fixed (its features are then computed once: fast).")] = False,
+    train_top_blocks: Annotated[Optional[int], Opt(help="Train only the tower's top N backbone blocks and the layers above them.")] = None,
+    train_tower: Annotated[bool, Opt("--train-tower", help="Train the whole image tower (the default).")] = False,
+    char_vocab: Annotated[bool, Opt("--char-vocab", help="Build a character vocabulary from the training captions instead of using the checkpoint's tokenizer.")] = False,
+    d_model: Annotated[int, Opt(help="Decoder width.")] = 128,
+    layers: Annotated[int, Opt(help="Decoder layers.")] = 2,
+    heads: Annotated[int, Opt(help="Decoder attention heads.")] = 4,
+    ff_dim: Annotated[int, Opt(help="Decoder feed-forward width.")] = 512,
+    dropout: Annotated[float, Opt(help="Decoder dropout.")] = 0.1,
+    max_positions: Annotated[int, Opt(help="Longest token sequence the decoder handles; longer training captions are cut.")] = 64,
+    image_size: Annotated[Optional[int], Opt(help="Run the image tower at this input size (pixels) instead of the pretrain checkpoint's.")] = None,
+    seed: Annotated[int, Opt(help="Random seed.")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: 0).")] = None,
+    eval_batch_size: Annotated[int, Opt(help="Images per forward pass when captioning the validation split.")] = _DEFAULT_EVAL_BATCH,
+    log_every: Annotated[int, Opt(help="Log loss and learning rate every N steps.")] = 10,
+    max_time: Annotated[Optional[float], Opt(help="Stop after this many seconds (then validate and save).")] = None,
+    meteor: Annotated[bool, Opt("--meteor/--no-meteor", help="Score METEOR in the final validation (it needs Java and takes a while).")] = True,
+    skip_bad: Annotated[bool, Opt("--skip-bad", help="Skip unreadable images instead of failing.")] = False,
+    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
+) -> None:
+    """Fine-tune a Chinese captioner: a Transformer decoder attending to BriVL's image-tower
+    region features, from a pretrain checkpoint. Without data options it trains on the
+    built-in synthetic data. Prints the validation scores (official AIC-ICC protocol) of the
+    best checkpoint and writes them to OUT/scores.json."""
+    from rich.console import Console
+
+    from .finetune import CaptionFinetuner, FinetuneConfig
+
+    cfg = FinetuneConfig(
+        checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, out=out, eval_split=eval_split, steps=steps,
+        epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr, weight_decay=weight_decay, warmup=warmup,
+        label_smoothing=label_smoothing, eval_every=eval_every, beam_size=beam_size, length_penalty=length_penalty,
+        max_len=max_len, freeze_tower=freeze_tower, train_top_blocks=train_top_blocks, train_tower=train_tower,
+        char_vocab=char_vocab, d_model=d_model, layers=layers, heads=heads, ff_dim=ff_dim, dropout=dropout,
+        max_positions=max_positions, image_size=image_size, seed=seed, device=device, workers=workers, eval_batch_size=eval_batch_size,
+        log_every=log_every, max_time=max_time, meteor=meteor, skip_bad=skip_bad, image_column=image_column,
+        text_column=text_column,
+    )
+    result = CaptionFinetuner(cfg).run()
+    scores = result.scores
+    title = f"{cfg.dataset} {cfg.eval_split}: best checkpoint (step {scores['step']}), x100"
+    print_scores(scores, title)
+    Console(stderr=True).print(f"Best checkpoint: {result.best}; scores in {result.out / 'scores.json'}", highlight=False)
+
+
+def run_finetune_caption(args: list[str]) -> int:
+    """`finetune_caption` as its own click command on `args`; returns the exit code."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app.command("finetune-caption")(finetune_caption)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=list(args), prog_name="wenlan finetune-caption", standalone_mode=False)
+    except typer.TyperException as exc:
+        # Typer's (vendored) click usage errors: print usage + message, exit 2, as click does.
+        if not hasattr(exc, "show"):
+            raise
+        exc.show()
+        return getattr(exc, "exit_code", 2)
+    return result if isinstance(result, int) else 0
+
+
+# --------------------------------------------------------------------------- caption
+
+
+def caption(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (searched recursively: jpg, png, webp, bmp).", show_default=False)] = None,
+    checkpoint: Annotated[str, Opt(help="Caption checkpoint, or a finetune-caption run directory (its best/).")] = ...,
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="Write the captions here (default: stdout).")] = None,
+    dataset: Annotated[Optional[str], Opt(help="Caption a dataset split instead (with its boxes): synth, aic-icc, ...")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
+    split: Annotated[str, Opt(help="Split of --dataset.")] = "val",
+    score: Annotated[bool, Opt("--score", help="With --dataset: score the captions against the split's references.")] = False,
+    scores_output: Annotated[Optional[Path], Opt(help="With --score: also write the scores to this JSON file.")] = None,
+    meteor: Annotated[bool, Opt("--meteor/--no-meteor", help="With --score: include METEOR (needs Java; slow).")] = True,
+    beam_size: Annotated[Optional[int], Opt(help="Beam width (1: greedy; default: the checkpoint's).")] = None,
+    length_penalty: Annotated[Optional[float], Opt(help="Beams ranked by log-probability / length ** this (default: the checkpoint's).")] = None,
+    max_len: Annotated[Optional[int], Opt(help="Most tokens per caption (default: the checkpoint's).")] = None,
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = _DEFAULT_EVAL_BATCH,
+    workers: Annotated[int, Opt(help="DataLoader processes decoding images.")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out instead of failing.")] = False,
+    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
+) -> None:
+    """Caption images in the AIC-ICC submission format: [{"image_id": "x.jpg", "caption": "..."}]
+    (image_id is the file name)."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from wenlan_cli.data.records import ImageTextRecord
+    from wenlan_cli.encode import collect_image_paths
+    from wenlan_cli.errors import UsageError
+    from wenlan_cli.train.distributed import pick_device
+
+    from .checkpoint import load_caption_checkpoint
+    from .generate import caption_records, score_split
+
+    if images and dataset is not None:
+        raise UsageError("give image files/folders or --dataset NAME, not both.")
+    if not images and dataset is None:
+        raise UsageError("give image files or folders to caption, or --dataset NAME (with --split).")
+    if score and dataset is None:
+        raise UsageError("--score needs --dataset: the references come from the dataset split.")
+    if scores_output is not None and not score:
+        raise UsageError("--scores-output needs --score.")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+    err = Console(stderr=True, soft_wrap=True)
+    if dataset is not None:
+        from wenlan_cli.data.sources import load_records
+
+        options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
+        records = load_records(dataset, data_dir, split, **options)
+        if not records:
+            raise UsageError(f"the {split} split of {dataset} has no images.")
+    else:
+        paths = collect_image_paths(images)
+        if not paths:
+            raise UsageError("no images found (jpg, png, webp, bmp) in " + ", ".join(str(p) for p in images) + ".")
+        seen: dict[str, Path] = {}
+        for path in paths:
+            if path.name in seen:
+                raise UsageError(
+                    f"two images are named {path.name!r} ({seen[path.name]} and {path}); the submission format "
+                    "identifies images by file name, so caption them separately."
+                )
+            seen[path.name] = path
+        records = [ImageTextRecord(image_id=p.name, image_path=p, captions=[]) for p in paths]
+    dev = pick_device(device)
+    loaded = load_caption_checkpoint(checkpoint, device=dev)
+    overrides = {k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty), ("max_len", max_len)) if v is not None}
+    decode = dataclasses.replace(loaded.decode, **overrides)
+    decode.validate()
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+    with progress:
+        task = progress.add_task("caption", total=len(records))
+        result = caption_records(
+            loaded.model, loaded.tokenizer, records, loaded.settings, device=dev, options=decode,
+            batch_size=batch_size, workers=workers, skip_bad=skip_bad, on_batch=lambda n: progress.advance(task, n),
+        )
+    text = submission_text(result.captions)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    for index, message in result.failures:
+        err.print(f"skipped: {message}", highlight=False, markup=False)
+    err.print(
+        f"Captioned {len(result.captions)} image(s) with {loaded.path} (beam {decode.beam_size}) -> "
+        f"{output if output is not None else 'stdout'}" + (f"; skipped {len(result.failures)} unreadable" if result.failures else ""),
+        highlight=False,
+    )
+    if score:
+        scored = score_split(result.captions, records, meteor=meteor)
+        print_scores(scored, f"{dataset} {split}: {loaded.path}, x100", to_stderr=output is None)
+        if scores_output is not None:
+            write_json(scores_output, scores_json(scored, checkpoint=str(loaded.path), dataset=dataset, split=split,
+                                                  decode=dataclasses.asdict(decode)))
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score(
+    pred: Annotated[Path, Opt("--pred", help="Predictions: the AIC-ICC submission format, [{\"image_id\": ..., \"caption\": \"...\"}].")],
+    ref: Annotated[Path, Opt("--ref", help="References: an AIC-ICC annotation file (or the same list without url, or a COCO-style reference file).")],
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the scores to this JSON file.")] = None,
+    meteor: Annotated[bool, Opt("--meteor/--no-meteor", help="Include METEOR (needs Java; the slowest metric).")] = True,
+    workers: Annotated[Optional[int], Opt(help="Worker processes (default: the CPUs, or 1 below 1,000 images).")] = None,
+) -> None:
+    """Score captions with the official AIC-ICC protocol: jieba precise-mode segmentation,
+    pycocoevalcap's PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; plus sacreBLEU (zh)."""
+    import warnings
+
+    from .scoring import ScoringWarning, score_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScoringWarning)
+        result = score_files(pred, ref, meteor=meteor, workers=workers)
+    print_scores(result, f"{pred} vs {ref}: {result['images']:,} images, x100")
+    if output is not None:
+        write_json(output, scores_json(result, pred=str(pred), ref=str(ref)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("caption")(caption)
+    app.command("score")(score)
