@@ -21,7 +21,7 @@ def pretrain(
     dataset: Annotated[Optional[str], Opt(help="synth, aic-icc, brivl-jsonl, jsonl or csv.  [default: synth]", rich_help_panel=DATA)] = None,
     data_dir: Annotated[Optional[str], Opt(help="Folder with the data (for synth: a generated folder; default: a cached copy).", rich_help_panel=DATA)] = None,
     out: Annotated[Optional[str], Opt("--out", "-o", help="Run directory: checkpoints, metrics.jsonl, recall.json.  [default: runs/pretrain]", rich_help_panel=RUN)] = None,
-    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 3000 on synth, else one epoch).", rich_help_panel=OPTIM)] = None,
+    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 2000 on synth, else one epoch).", rich_help_panel=OPTIM)] = None,
     epochs: Annotated[Optional[float], Opt(help="Epochs over the training images instead of --steps.", rich_help_panel=OPTIM)] = None,
     batch_size: Annotated[Optional[int], Opt(help="Pairs per step per process.  [default: 64]", rich_help_panel=OPTIM)] = None,
     lr: Annotated[Optional[float], Opt(help="Peak learning rate (AdamW).  [default: 1e-3]", rich_help_panel=OPTIM)] = None,

@@ -35,7 +35,7 @@ COLOURS = {
 COLOUR_SHORT = {name: name[0] for name in COLOURS}
 SHAPES = {
     "圆形": ["圆形", "圆"],
-    "正方形": ["正方形", "方块"],
+    "正方形": ["正方形", "正方块"],
     "三角形": ["三角形", "三角"],
     "星形": ["星形", "星星"],
     "菱形": ["菱形", "菱形块"],
@@ -43,7 +43,7 @@ SHAPES = {
 }
 SIZES = {"大": ["大", "大的", "较大的"], "小": ["小", "小的", "较小的"]}
 # Diameter range in pixels at the reference canvas of 128 px.
-SIZE_PIXELS = {"大": (20, 24), "小": (10, 13)}
+SIZE_PIXELS = {"大": (21, 25), "小": (13, 16)}
 POSITIONS = {
     "左上": ["左上角", "左上方", "画面左上"],
     "右上": ["右上角", "右上方", "画面右上"],
@@ -270,7 +270,7 @@ def default_cache_dir() -> Path:
 def cached_synthetic_dataset(*, train: int, val: int, test: int, seed: int, image_size: int = 128, progress=None) -> Path:
     """The synthetic dataset for these settings, generated once into the cache (written to a
     temporary folder and renamed, so an interrupted generation is never reused)."""
-    key = f"v1-train{train}-val{val}-test{test}-seed{seed}-px{image_size}"
+    key = f"v2-train{train}-val{val}-test{test}-seed{seed}-px{image_size}"
     target = default_cache_dir() / "synth" / key
     if (target / ".complete").exists():
         return target

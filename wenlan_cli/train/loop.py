@@ -52,7 +52,7 @@ from .rng import restore_rng_state, rng_state, seed_everything
 from .schedule import warmup_cosine_scheduler
 
 # Steps of the default synthetic run (tuned so `make demo` trains in under 10 minutes on 2 CPU cores).
-DEFAULT_SYNTH_STEPS = 3000
+DEFAULT_SYNTH_STEPS = 2000
 
 
 @dataclass
