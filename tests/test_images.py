@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, JpegImagePlugin
 
-from wenlan_cli.data.images import MAX_IMAGE_PIXELS, image_size, load_image
+from wenlan_cli.data.images import DRAFT_MARGIN, MAX_IMAGE_PIXELS, image_size, load_image, load_image_resized
 from wenlan_cli.errors import DataError
 
 
@@ -192,3 +192,180 @@ def test_exif_orientation_is_applied_and_sizes_agree(tmp_path):
 def test_image_size_of_an_upright_image(tmp_path):
     path = save(Image.new("RGB", (7, 3)), tmp_path / "a.png")
     assert image_size(path) == (7, 3)
+
+
+# load_image_resized: load_image + the bilinear square resize, with large JPEGs decoded at a
+# reduced scale (Image.draft).
+
+
+def reference_resized(path, size: int) -> Image.Image:
+    return load_image(path).resize((size, size), Image.BILINEAR, reducing_gap=None)
+
+
+def photo_like(width: int, height: int) -> Image.Image:
+    """A smooth colour gradient with a few sharp-edged shapes on it."""
+    y, x = np.mgrid[0:height, 0:width]
+    channels = [x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height) + 60]
+    image = Image.fromarray(np.stack(channels, -1).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((width // 10, height // 8, width // 3, height // 2), fill=(250, 20, 20))
+    draw.ellipse((width // 2, height // 2, width * 9 // 10, height * 9 // 10), fill=(10, 200, 30))
+    draw.rectangle((width * 6 // 10, height // 10, width * 8 // 10, height // 4), fill=(0, 0, 0))
+    return image
+
+
+def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
+    assert a.size == b.size and a.mode == b.mode == "RGB"
+    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean())
+
+
+@pytest.fixture
+def draft_calls(monkeypatch):
+    """The scales JPEG draft decoding reduced to: one (box, scale) entry per draft."""
+    calls = []
+    real = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real(self, mode, size)
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return calls
+
+
+def test_resized_png_is_identical_to_load_then_resize(tmp_path):
+    path = save(photo_like(50, 30), tmp_path / "a.png")
+    image, size = load_image_resized(path, 16)
+    assert image.mode == "RGB" and image.size == (16, 16)
+    assert size == load_image(path).size == (50, 30)
+    assert np.array_equal(np.asarray(image), np.asarray(reference_resized(path, 16)))
+
+
+@pytest.mark.parametrize("width, height", [(40, 30), (63, 90), (200, 60)])
+def test_resized_small_jpeg_is_identical_and_not_drafted(tmp_path, draft_calls, width, height):
+    # size 16: a draft needs 2 * DRAFT_MARGIN * 16 = 64 px on both sides; (200, 60) has one
+    # short side.
+    assert DRAFT_MARGIN == 2
+    path = save(photo_like(width, height), tmp_path / "a.jpg", quality=90)
+    image, size = load_image_resized(path, 16)
+    assert size == load_image(path).size == (width, height)
+    assert np.array_equal(np.asarray(image), np.asarray(reference_resized(path, 16)))
+    assert all(scale is None for scale in draft_calls)
+
+
+def test_resized_at_the_input_size_is_the_image_itself(tmp_path):
+    path = save(photo_like(16, 16), tmp_path / "a.png")
+    expected = np.asarray(load_image(path))
+    image, size = load_image_resized(path, 16)
+    path.unlink()  # the result does not need the file
+    assert size == (16, 16)
+    assert np.array_equal(np.asarray(image), expected)
+
+
+@pytest.mark.parametrize(
+    "width, height, side",
+    [(500, 400, 96), (1000, 800, 96), (1001, 777, 96), (2400, 1600, 32)],  # 1/2, 1/4, 1/4, 1/8 scale
+)
+def test_resized_large_jpeg_is_drafted_and_close_to_the_full_decode(tmp_path, draft_calls, width, height, side):
+    path = save(photo_like(width, height), tmp_path / "big.jpg", quality=90)
+    image, size = load_image_resized(path, side)
+    assert any(scale is not None for scale in draft_calls)  # the reduced decode really ran
+    assert image.mode == "RGB" and image.size == (side, side)
+    assert size == (width, height)
+    assert mean_abs_diff(image, reference_resized(path, side)) < 1.5
+
+
+@pytest.mark.parametrize("orientation", [0, 9])
+def test_resized_large_jpeg_with_an_invalid_orientation_keeps_the_stored_frame(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save(photo_like(1001, 777), tmp_path / "odd.jpg", quality=90, exif=exif.tobytes())
+    image, size = load_image_resized(path, 32)
+    assert size == (1001, 777) == load_image(path).size
+    assert mean_abs_diff(image, reference_resized(path, 32)) < 1.5
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_resized_large_jpeg_applies_exif_orientation(tmp_path, draft_calls, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    # Odd sizes: the last reduced row and column are partly padding, so the crop box must
+    # turn with the image.
+    path = save(photo_like(1001, 777), tmp_path / "turned.jpg", quality=90, exif=exif.tobytes())
+    image, size = load_image_resized(path, 32)
+    assert any(scale is not None for scale in draft_calls)
+    expected_size = (777, 1001) if orientation >= 5 else (1001, 777)
+    assert size == expected_size == load_image(path).size == image_size(path)
+    reference = reference_resized(path, 32)
+    assert mean_abs_diff(image, reference) < 1.5
+    # A wrong orientation would be far off: the shapes are not symmetric.
+    with Image.open(path) as stored:
+        unturned = stored.convert("RGB").resize((32, 32), Image.BILINEAR, reducing_gap=None)
+    assert mean_abs_diff(unturned, reference) > 10
+
+
+def test_resized_small_jpeg_with_exif_orientation_is_identical(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(photo_like(40, 30), tmp_path / "turned.jpg", quality=90, exif=exif.tobytes())
+    image, size = load_image_resized(path, 16)
+    assert size == (30, 40)
+    assert np.array_equal(np.asarray(image), np.asarray(reference_resized(path, 16)))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_resized_large_jpeg_in_other_colour_modes(tmp_path, draft_calls, mode):
+    path = save(photo_like(1000, 800).convert(mode), tmp_path / f"{mode}.jpg", quality=90)
+    image, size = load_image_resized(path, 96)
+    assert any(scale is not None for scale in draft_calls)
+    assert size == (1000, 800) and image.mode == "RGB"
+    assert mean_abs_diff(image, reference_resized(path, 96)) < 1.5
+
+
+def resized_error(path) -> str:
+    with pytest.raises(DataError) as info:
+        load_image_resized(path, 16)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_resized_bad_files_raise_data_errors_like_load_image(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert "is empty (0 bytes)" in resized_error(empty)
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("这不是图片\n", encoding="utf-8")
+    assert "is not an image that PIL can read" in resized_error(text)
+
+    assert "does not exist" in resized_error(tmp_path / "nope.jpg")
+
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    assert "truncated or corrupt" in resized_error(cut)
+    assert resized_error(cut) == load_error(cut)
+
+
+def test_resized_truncated_large_jpeg_on_the_draft_path(tmp_path, draft_calls):
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    # size 16: 300 and 260 are both at least 2 * DRAFT_MARGIN * 16 * 2, so a draft is taken.
+    assert "truncated or corrupt" in resized_error(cut)
+    assert any(scale is not None for scale in draft_calls)
+
+
+def test_resized_respects_the_pixel_limit(tmp_path):
+    path = save(Image.new("RGB", (20, 20)), tmp_path / "big.png")
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_image_resized(path, 8, max_pixels=100)
+    assert load_image_resized(path, 8, max_pixels=400)[1] == (20, 20)

@@ -106,3 +106,164 @@ def test_collator_pads_boxes_and_tokens_and_reports_bad_images(tmp_path):
 def _take(sampler, n):
     it = iter(sampler)
     return [next(it) for _ in range(n)]
+
+
+# encode_images: torch's threads beside the DataLoader workers, and the preallocated rows.
+
+
+@pytest.fixture
+def four_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cores, workers, inside", [(4, 1, 3), (4, 3, 1), (2, 5, 1)])
+def test_threads_beside_workers_lowers_torch_threads_on_cpu_and_restores_them(
+    monkeypatch, four_threads, cores, workers, inside
+):
+    from wenlan_cli import encode
+
+    monkeypatch.setattr(encode, "usable_cores", lambda: cores)
+    with encode.threads_beside_workers(torch.device("cpu"), workers):
+        assert torch.get_num_threads() == inside
+    assert torch.get_num_threads() == 4
+
+
+def test_threads_beside_workers_restores_threads_when_the_body_raises(monkeypatch, four_threads):
+    from wenlan_cli import encode
+
+    monkeypatch.setattr(encode, "usable_cores", lambda: 4)
+    with pytest.raises(DataError, match="boom"):
+        with encode.threads_beside_workers(torch.device("cpu"), 2):
+            assert torch.get_num_threads() == 2
+            raise DataError("boom")
+    assert torch.get_num_threads() == 4
+
+
+@pytest.mark.parametrize(
+    "device, workers, cores",
+    [("cpu", 0, 2), ("cuda", 2, 4), ("cuda:0", 3, 2), ("cpu", 1, 16)],  # the last: already below the cap
+)
+def test_threads_beside_workers_leaves_threads_alone_otherwise(monkeypatch, four_threads, device, workers, cores):
+    from wenlan_cli import encode
+
+    monkeypatch.setattr(encode, "usable_cores", lambda: cores)
+    with encode.threads_beside_workers(torch.device(device), workers):
+        assert torch.get_num_threads() == 4
+    assert torch.get_num_threads() == 4
+
+
+def test_usable_cores_is_a_positive_count():
+    import os
+
+    from wenlan_cli.encode import usable_cores
+
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+class _ThreadRecordingModel(torch.nn.Module):
+    """Stands in for BriVL in encode_images: notes torch's thread count at each batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"embed_dim": 3})()
+        self.threads = []
+
+    def encode_image(self, images, boxes, box_mask):
+        self.threads.append(torch.get_num_threads())
+        return torch.nn.functional.normalize(images.mean(dim=(2, 3)), dim=-1)
+
+
+def test_encode_images_runs_beside_its_workers_with_fewer_threads(tmp_path, monkeypatch, four_threads):
+    from wenlan_cli import encode
+
+    monkeypatch.setattr(encode, "usable_cores", lambda: 4)
+    records = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (80 * i, 10, 200)).save(path)
+        records.append(ImageTextRecord(str(i), path, []))
+    model = _ThreadRecordingModel()
+    result = encode.encode_images(model, records, SETTINGS, device=torch.device("cpu"), batch_size=2, workers=1)
+    assert model.threads == [3, 3]
+    assert torch.get_num_threads() == 4
+    assert result.kept == [0, 1, 2] and result.embeddings.shape == (3, 3)
+    result = encode.encode_images(model, records, SETTINGS, device=torch.device("cpu"), batch_size=2, workers=0)
+    assert model.threads[2:] == [4, 4]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """brivl-tiny, untrained (random weights are enough to compare encodings)."""
+    from wenlan_cli.models.registry import create_model, get_model_config
+
+    torch.manual_seed(0)
+    config = get_model_config("brivl-tiny")
+    model = create_model(config, vocab_size=32, for_training=False)
+    return model.eval(), ImageSettings.from_config(config.image)
+
+
+def _encode_folder(tmp_path, names):
+    """Records for `names`: good images are 'g<colour index>.png|jpg', bad ones 'bad_<kind>.jpg'."""
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    cut = tmp_path / "whole.jpg"
+    noisy.save(cut)
+    records = []
+    for name in names:
+        path = tmp_path / name
+        if name == "bad_empty.jpg":
+            path.write_bytes(b"")
+        elif name == "bad_text.jpg":
+            path.write_text("not an image")
+        elif name == "bad_cut.jpg":
+            path.write_bytes(cut.read_bytes()[:600])
+        else:
+            i = int(name[1])
+            image = Image.new("RGB", (40 + 7 * i, 30), (40 * i, 255 - 30 * i, 90))
+            image.paste((255, 255, 255), (3 * i, 2, 3 * i + 10, 12))
+            image.save(path)
+        records.append(ImageTextRecord(name, path, []))
+    return records
+
+
+def test_encode_images_skip_bad_rows_equal_encoding_the_good_images_alone(tmp_path, tiny_model):
+    from wenlan_cli.encode import encode_images
+
+    model, settings = tiny_model
+    names = ["g0.png", "bad_empty.jpg", "g1.jpg", "g2.png", "bad_text.jpg", "bad_cut.jpg", "g3.jpg", "g4.png"]
+    records = _encode_folder(tmp_path, names)
+    cpu = torch.device("cpu")
+    # batch_size 2: one batch half bad, one all bad, two all good.
+    mixed = encode_images(model, records, settings, device=cpu, batch_size=2, workers=0, skip_bad=True)
+    good = [r for r in records if not r.image_id.startswith("bad")]
+    alone = encode_images(model, good, settings, device=cpu, batch_size=3, workers=0)
+    assert mixed.kept == [0, 2, 3, 6, 7]
+    assert [i for i, _ in mixed.failures] == [1, 4, 5]
+    assert all(records[i].image_id in message for i, message in mixed.failures)
+    assert alone.kept == list(range(5)) and alone.failures == []
+    assert mixed.embeddings.shape == alone.embeddings.shape == (5, model.config.embed_dim)
+    assert mixed.embeddings.dtype == alone.embeddings.dtype == torch.float32
+    assert torch.allclose(mixed.embeddings, alone.embeddings, atol=1e-5)
+    assert torch.allclose(mixed.embeddings.norm(dim=-1), torch.ones(5), atol=1e-5)
+    # Every row was written: no stale buffer memory, no two rows the same image.
+    assert torch.isfinite(mixed.embeddings).all()
+    assert torch.cdist(mixed.embeddings, mixed.embeddings).add(torch.eye(5)).min() > 1e-4
+    # Each row is its own image's encoding, whatever batch it came in.
+    for row, index in enumerate(mixed.kept):
+        single = encode_images(model, [records[index]], settings, device=cpu, batch_size=1, workers=0).embeddings
+        assert torch.allclose(mixed.embeddings[row], single[0], atol=1e-5)
+
+
+def test_encode_images_when_every_image_is_bad(tmp_path, tiny_model):
+    from wenlan_cli.encode import encode_images
+
+    model, settings = tiny_model
+    records = _encode_folder(tmp_path, ["bad_empty.jpg", "bad_text.jpg", "bad_cut.jpg"])
+    result = encode_images(model, records, settings, device=torch.device("cpu"), batch_size=2, workers=0, skip_bad=True)
+    assert result.embeddings.shape == (0, model.config.embed_dim) and result.kept == []
+    assert [i for i, _ in result.failures] == [0, 1, 2]
+    with pytest.raises(DataError, match="bad_empty.jpg"):
+        encode_images(model, records, settings, device=torch.device("cpu"), batch_size=2, workers=0)

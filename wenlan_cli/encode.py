@@ -6,7 +6,9 @@ with `skip_bad`, left out and reported with their index.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +46,31 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def threads_beside_workers(device: torch.device, workers: int):
+    """On a CPU, cap torch's intra-op threads at (usable cores - `workers`), at least 1, while
+    `workers` DataLoader processes decode beside them, then restore the setting. More
+    runnable threads than cores stall torch's parallel regions, which wait for their slowest
+    thread (benchmarks/encode.py compares the settings)."""
+    before = torch.get_num_threads()
+    cap = max(1, usable_cores() - workers)
+    if device.type != "cpu" or workers <= 0 or cap >= before:
+        yield
+        return
+    torch.set_num_threads(cap)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def encode_images(
     model,
@@ -57,8 +84,14 @@ def encode_images(
     precision: str = "fp32",
     on_batch: Callable[[int], None] | None = None,
 ) -> ImageEncoding:
-    """Encode `records`' images; decoding runs in `workers` DataLoader processes. An
-    unreadable image raises DataError naming it, unless `skip_bad` leaves it out."""
+    """Encode `records`' images; decoding runs in `workers` DataLoader processes (on a CPU,
+    torch's threads make room for them: `threads_beside_workers`). An unreadable image
+    raises DataError naming it, unless `skip_bad` leaves it out."""
+    with threads_beside_workers(device, workers):
+        return _encode_images(model, records, settings, device, batch_size, workers, skip_bad, precision, on_batch)
+
+
+def _encode_images(model, records, settings, device, batch_size, workers, skip_bad, precision, on_batch) -> ImageEncoding:
     was_training = model.training
     model.eval()
     loader = DataLoader(
@@ -69,7 +102,10 @@ def encode_images(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    chunks, kept, failures = [], [], []
+    # Rows are written into one preallocated (N, D) buffer as batches arrive, so peak memory
+    # holds the embeddings once (not a list of chunks plus their concatenation).
+    embeddings = torch.empty(len(records), model.config.embed_dim)
+    kept, failures = [], []
     for pixels, boxes, box_mask, indices, bad in loader:
         if bad and not skip_bad:
             raise DataError(f"{bad[0][1]} (pass --skip-bad to leave unreadable images out)")
@@ -78,13 +114,13 @@ def encode_images(
             images = normalize_images(pixels.to(device, non_blocking=True), settings.mean, settings.std)
             with autocast_context(device, precision):
                 emb = model.encode_image(images, boxes.to(device), box_mask.to(device))
-            chunks.append(emb.float().cpu())
+            embeddings[len(kept) : len(kept) + len(indices)] = emb
             kept.extend(indices)
         if on_batch is not None:
             on_batch(len(indices) + len(bad))
     model.train(was_training)
-    dim = model.config.embed_dim
-    embeddings = torch.cat(chunks) if chunks else torch.zeros(0, dim)
+    if len(kept) < len(records):
+        embeddings = embeddings[: len(kept)].clone()
     return ImageEncoding(embeddings=embeddings, kept=kept, failures=failures)
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
-from .images import load_image
+from .images import load_image, load_image_resized
 from .records import ImageTextRecord
 
 
@@ -73,13 +73,19 @@ def load_record_image(record: ImageTextRecord) -> Image.Image:
 
 
 def prepare_image(record: ImageTextRecord, settings: ImageSettings) -> tuple[torch.Tensor, np.ndarray]:
-    """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8."""
-    image = load_record_image(record)
-    boxes = region_boxes(record.boxes, image.size, settings)
+    """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8.
+    Image files go through `load_image_resized` (no full-size copy; large JPEGs decoded at
+    a reduced scale)."""
     s = settings.image_size
-    if image.size != (s, s):
-        image = image.resize((s, s), Image.BILINEAR, reducing_gap=None)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    if getattr(record, "image_source", None) is None:
+        image, size = load_image_resized(record.image_path, s)
+    else:
+        image = load_record_image(record)
+        size = image.size
+        if size != (s, s):
+            image = image.resize((s, s), Image.BILINEAR, reducing_gap=None)
+    boxes = region_boxes(record.boxes, size, settings)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     return pixels, boxes
 
 
@@ -190,10 +196,11 @@ class PairCollator:
 
 
 def normalize_images(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> normalised float, on whatever device `images` is on."""
+    """uint8 (B, 3, S, S) -> normalised float, on whatever device `images` is on.
+    Computed in place in one new tensor (a batch-sized temporary less)."""
     mean_t = torch.tensor(mean, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
     std_t = torch.tensor(std, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    return (images.to(dtype) - mean_t) / std_t
+    return images.to(dtype, copy=True).sub_(mean_t).div_(std_t)
 
 
 class PairSampler(Sampler):
