@@ -1,7 +1,8 @@
 """The embedded default dataset: compositional Chinese image-caption pairs.
 
 Each image holds one or two groups of objects; a group has a position, a count, a size,
-a colour and a shape. Five captions per image describe the groups with varied wording
+a colour and a shape. Half of the scenes are followed by a near-twin that differs in one
+attribute (most often a shape), so captions need every attribute, shapes included. Five captions per image describe the groups with varied wording
 and order, and every object's exact box is stored as `bbox`. Within a split no two
 images share all their attributes, so telling captions apart needs the image. The
 files follow the AIC-ICC release layout, so the AIC-ICC reader reads them.
@@ -9,6 +10,7 @@ files follow the AIC-ICC release layout, so the AIC-ICC reader reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -198,12 +200,46 @@ def _scene_key(scene: tuple[Group, ...]) -> tuple:
     return tuple(sorted((g.position, g.count, g.size, g.colour, g.shape) for g in scene))
 
 
+# When a scene gets a near-twin, which attribute of one group the twin changes. Shape is
+# the hardest to see, so twins differ most often by shape: without them, colour, position
+# and count tell most scenes apart and a model can rank well while ignoring shapes.
+TWIN_CHANGES = ["shape"] * 5 + ["colour", "count", "size", "position"] * 1
+TWIN_RATE = 0.5
+
+
+def near_twin(scene: tuple[Group, ...], rng: random.Random) -> tuple[Group, ...]:
+    """The scene with one attribute of one group changed."""
+    groups = list(scene)
+    index = rng.randrange(len(groups))
+    group = groups[index]
+    change = rng.choice(TWIN_CHANGES)
+    if change == "position":
+        taken = {g.position for g in groups}
+        free = [p for p in (POSITIONS if len(groups) == 1 else ["左上", "右上", "左下", "右下"]) if p not in taken]
+        groups[index] = dataclasses.replace(group, position=rng.choice(free))
+    else:
+        options = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "size": SIZES}[change]
+        current = getattr(group, change)
+        groups[index] = dataclasses.replace(group, **{change: rng.choice([v for v in options if v != current])})
+    return tuple(sorted(groups, key=lambda g: list(POSITIONS).index(g.position)))
+
+
+def scene_stream(rng: random.Random):
+    """Random scenes; after each, with probability TWIN_RATE, a near-twin of it."""
+    while True:
+        scene = sample_scene(rng)
+        yield scene
+        if rng.random() < TWIN_RATE:
+            yield near_twin(scene, rng)
+
+
 def generate_split(count: int, rng: random.Random, taken: set | None = None) -> list[tuple[Group, ...]]:
     """`count` scenes, no two with the same attributes (nor any in `taken`)."""
     seen = set(taken or ())
     scenes = []
-    while len(scenes) < count:
-        scene = sample_scene(rng)
+    for scene in scene_stream(rng):
+        if len(scenes) == count:
+            break
         key = _scene_key(scene)
         if key in seen:
             continue
@@ -231,8 +267,9 @@ def write_synthetic_dataset(
     test_scenes = generate_split(test, rng, taken={_scene_key(s) for s in val_scenes})
     held_out = {_scene_key(s) for s in val_scenes + test_scenes}
     train_scenes = []
-    while len(train_scenes) < train:
-        scene = sample_scene(rng)
+    for scene in scene_stream(rng):
+        if len(train_scenes) == train:
+            break
         if _scene_key(scene) not in held_out:
             train_scenes.append(scene)
     for split, scenes in (("train", train_scenes), ("val", val_scenes), ("test", test_scenes)):
@@ -270,7 +307,7 @@ def default_cache_dir() -> Path:
 def cached_synthetic_dataset(*, train: int, val: int, test: int, seed: int, image_size: int = 128, progress=None) -> Path:
     """The synthetic dataset for these settings, generated once into the cache (written to a
     temporary folder and renamed, so an interrupted generation is never reused)."""
-    key = f"v2-train{train}-val{val}-test{test}-seed{seed}-px{image_size}"
+    key = f"v3-train{train}-val{val}-test{test}-seed{seed}-px{image_size}"
     target = default_cache_dir() / "synth" / key
     if (target / ".complete").exists():
         return target
