@@ -130,3 +130,20 @@ def test_overwriting_a_checkpoint_replaces_it_atomically(tiny_run, tmp_path):
     write_checkpoint(target, contents)
     assert json.loads((target / "config.json").read_text())["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_adamw_uses_the_fused_kernel_for_float32_and_falls_back_otherwise():
+    from wenlan_cli.train.optim import adamw
+
+    single = torch.nn.Parameter(torch.ones(3))
+    optimizer = adamw([{"params": [single], "weight_decay": 0.0}], 0.1)
+    assert optimizer.defaults["fused"] is True
+    double = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    assert not adamw([{"params": [double], "weight_decay": 0.0}], 0.1).defaults["fused"]
+    # The fused kernel takes the same step as the reference loop.
+    reference = torch.nn.Parameter(torch.ones(3))
+    loop = torch.optim.AdamW([reference], lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, foreach=False)
+    for p, opt in ((single, optimizer), (reference, loop)):
+        p.grad = torch.tensor([1.0, -2.0, 0.5])
+        opt.step()
+    torch.testing.assert_close(single.detach(), reference.detach())

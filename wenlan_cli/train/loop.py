@@ -48,6 +48,7 @@ from .distributed import (
     barrier,
     init_distributed,
 )
+from .optim import adamw
 from .rng import restore_rng_state, rng_state, seed_everything
 from .schedule import warmup_cosine_scheduler
 
@@ -189,7 +190,7 @@ class Pretrainer:
             {"params": decay, "weight_decay": self.cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        return adamw(groups, self.cfg.lr)
 
     # Checkpoints ------------------------------------------------------------------
     def save(self, name: str, step: int, model, tokenizer, model_config, optimizer, scheduler, final_metrics=None) -> Path:

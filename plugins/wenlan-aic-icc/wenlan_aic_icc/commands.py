@@ -75,7 +75,7 @@ def finetune_caption(
     dataset: Annotated[str, Opt(help="synth (default: the built-in data), aic-icc, brivl-jsonl, jsonl or csv.")] = "synth",
     data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
     out: Annotated[str, Opt(help="Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.")] = "runs/caption",
-    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 1500 on synth, else one epoch).")] = None,
+    steps: Annotated[Optional[int], Opt(help="Optimizer steps (default: 2400 on synth, else one epoch).")] = None,
     epochs: Annotated[Optional[float], Opt(help="Passes over the training images (one caption each), instead of --steps.")] = None,
     batch_size: Annotated[int, Opt(help="Captions per step.")] = 64,
     lr: Annotated[float, Opt(help="Peak learning rate of the decoder.")] = 2e-3,

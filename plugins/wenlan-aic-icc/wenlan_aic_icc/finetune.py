@@ -30,14 +30,16 @@ from wenlan_cli.data.pipeline import (
 )
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, TrainingError, UsageError
+from wenlan_cli.train.optim import adamw
 
 from .decoding import DecodeOptions
 from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
 from .model import CaptionModel, HeadConfig, configure_tower, count_trainable, tower_is_frozen
 
-# The synthetic default run (no --steps/--epochs): tuned to reach CIDEr >= 150 on the
-# synthetic val split within 10 minutes on 2 CPU cores.
-DEFAULT_SYNTH_STEPS = 1500
+# The synthetic default run (no --steps/--epochs), about 8 minutes on 2 CPU cores: CIDEr
+# passes 150 well before, but shapes, the hardest attribute to see at 96 px, keep improving
+# to the end (objects with the right shape: 40 % after 750 steps, 86 % after 2400).
+DEFAULT_SYNTH_STEPS = 2400
 # Cache the frozen tower's region sequences when they take at most this many bytes.
 FEATURE_CACHE_LIMIT = 4 * 2**30
 
@@ -287,7 +289,7 @@ class CaptionFinetuner:
                 {"params": no_decay, "weight_decay": 0.0, "lr": lr},
             ]
         groups = [g for g in groups if g["params"]]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        return adamw(groups, cfg.lr)
 
     # Tower features ---------------------------------------------------------------
     def cache_memory(self, model: CaptionModel, records, settings: ImageSettings, device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
