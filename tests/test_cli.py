@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_pretrain_cli_trains_saves_and_reports_recall(capsys, synth_dir, tmp_pat
     config.write_text("batch-size: 16\nqueue_size: 64\nsteps: 3\nwarmup: 1\nworkers: 0\n", encoding="utf-8")
     code, out, err = run_cli(
         capsys, "pretrain", "--config", config, "--dataset", "synth", "--data-dir", synth_dir, "--out", out_dir,
-        "--steps", 4, "--log-every", 1,
+        "--steps", 4, "--log-every", 1, "--queue-warmup", 2,
     )
     assert code == 0, err
     assert "text->image" in out and "image->text" in out
@@ -46,8 +47,12 @@ def test_pretrain_cli_trains_saves_and_reports_recall(capsys, synth_dir, tmp_pat
     assert set(recall) >= {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall"}
     steps = [json.loads(line)["step"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps[:4] == [1, 2, 3, 4]  # the command line's --steps 4 wins over the file's 3
+    # Queue warm-up: two steps of the in-batch loss (near 2 log 16), then the queue loss (near 2 log 65).
+    lines = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines if "loss" in line][:4]
+    assert max(losses[:2]) < 2 * math.log(40) < min(losses[2:]), losses
     saved = json.loads((out_dir / "train_config.json").read_text())
-    assert saved["batch_size"] == 16 and saved["queue_size"] == 64
+    assert saved["batch_size"] == 16 and saved["queue_size"] == 64 and saved["queue_warmup"] == 2
 
 
 def test_pretrain_rejects_a_queue_that_is_not_a_multiple_of_the_batch(capsys, synth_dir, tmp_path):

@@ -192,3 +192,17 @@ def test_training_only_the_top_blocks_freezes_the_rest():
     assert not any(p.requires_grad for p in model.text_encoder.language_model.embeddings.parameters())
     # The heads on top always train.
     assert all(p.requires_grad for p in model.image_encoder.head.parameters())
+
+
+def test_queue_warmup_step_takes_the_in_batch_loss_and_still_returns_keys():
+    config = small_config()
+    torch.manual_seed(0)
+    model = create_model(config, vocab_size=50)
+    batch = make_batch(config)
+    model.momentum_update()
+    out = model(batch, in_batch=True)
+    image = F.normalize(model.image_encoder(batch["images"], batch["boxes"], batch["box_mask"]), dim=-1)
+    text = F.normalize(model.text_encoder(batch["input_ids"], batch["attention_mask"]), dim=-1)
+    assert torch.allclose(out.loss, 2 * clip_loss(image, text, config.temperature), atol=1e-6)
+    assert out.image_keys.shape == out.text_keys.shape == (4, config.embed_dim)
+    assert not torch.allclose(model(batch).loss, out.loss)

@@ -224,6 +224,9 @@ class TrainConfig:
     momentum: float | None = None
     temperature: float | None = None
     loss: str | None = None
+    # moco: the first N steps take the in-batch loss while the queues fill (towers trained
+    # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch).
+    queue_warmup: int = 0
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
@@ -263,6 +266,8 @@ class TrainConfig:
             raise UsageError("--steps must be at least 1.")
         if self.epochs is not None and self.epochs <= 0:
             raise UsageError("--epochs must be positive.")
+        if self.queue_warmup < 0:
+            raise UsageError("--queue-warmup must be 0 or more steps.")
         if self.lr <= 0:
             raise UsageError("--lr must be positive.")
         if self.precision not in ("fp32", "bf16", "fp16"):

@@ -77,11 +77,13 @@ class BriVL(nn.Module):
             for q_buf, k_buf in zip(online.buffers(), target.buffers()):
                 k_buf.copy_(q_buf)
 
-    def forward(self, batch: dict[str, torch.Tensor], key_shuffle=None) -> StepOutput:
+    def forward(self, batch: dict[str, torch.Tensor], key_shuffle=None, in_batch: bool = False) -> StepOutput:
         """Loss of one batch. With queues, the caller runs `momentum_update()` once per
         optimizer step before the forward and `enqueue()` after the backward.
         `key_shuffle` (shuffle-BN across processes) permutes the momentum image tower's
-        batch and maps its keys back."""
+        batch and maps its keys back. `in_batch` (queue warm-up) keeps computing the keys
+        for the queues but takes the in-batch loss of the query towers, summed over the
+        two directions like the queue loss."""
         images, boxes, box_mask = batch["images"], batch["boxes"], batch["box_mask"]
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         image_query = F.normalize(self.image_encoder(images, boxes, box_mask), dim=-1)
@@ -96,6 +98,8 @@ class BriVL(nn.Module):
             else:
                 image_key = F.normalize(self.image_encoder_m(images, boxes, box_mask), dim=-1)
             text_key = F.normalize(self.text_encoder_m(input_ids, attention_mask), dim=-1)
+        if in_batch:
+            return StepOutput(loss=2 * clip_loss(image_query, text_query, t), image_keys=image_key, text_keys=text_key)
         loss = brivl_loss(
             image_query,
             text_query,

@@ -344,7 +344,7 @@ class Pretrainer:
             batches = iter(loader)
             window_start, window_pairs = time.monotonic(), 0
             while step < total:
-                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler)
+                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler, in_batch=step < cfg.queue_warmup)
                 scheduler.step()
                 step += 1
                 window_pairs += pairs * ctx.world_size
@@ -382,7 +382,7 @@ class Pretrainer:
         barrier(ctx)
         return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
 
-    def train_step(self, ddp_model, model, batches, optimizer, scaler) -> tuple[float, int]:
+    def train_step(self, ddp_model, model, batches, optimizer, scaler, in_batch: bool = False) -> tuple[float, int]:
         cfg, ctx = self.cfg, self.ctx
         if model.uses_queues:
             model.momentum_update()
@@ -401,7 +401,7 @@ class Pretrainer:
             context = nullcontext() if sync else ddp_model.no_sync()
             with context:
                 with autocast_context(ctx.device, cfg.precision):
-                    out = ddp_model(batch, key_shuffle=self.key_shuffle)
+                    out = ddp_model(batch, key_shuffle=self.key_shuffle, in_batch=in_batch)
                 loss = out.loss / cfg.accum_steps
                 if scaler is not None:
                     scaler.scale(loss).backward()
