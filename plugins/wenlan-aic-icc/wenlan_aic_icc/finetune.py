@@ -38,7 +38,7 @@ from .model import CaptionModel, HeadConfig, configure_tower, count_trainable, t
 
 # The synthetic default run (no --steps/--epochs), about 8 minutes on 2 CPU cores: CIDEr
 # passes 150 well before, but shapes, the hardest attribute to see at 96 px, keep improving
-# to the end (objects with the right shape: 40 % after 750 steps, 86 % after 2400).
+# to the end (object groups with the right shape: about 40 % after 750 steps, 91 % after 2400).
 DEFAULT_SYNTH_STEPS = 2400
 # Cache the frozen tower's region sequences when they take at most this many bytes.
 FEATURE_CACHE_LIMIT = 4 * 2**30
