@@ -2,8 +2,9 @@
 
 Each image holds one or two groups of objects; a group has a position, a count, a size,
 a colour and a shape. Half of the scenes are followed by a near-twin that differs in one
-attribute (most often a shape), so captions need every attribute, shapes included. Five captions per image describe the groups with varied wording
-and order, and every object's exact box is stored as `bbox`. Within a split no two
+attribute (most often the shape), so captions need every attribute, shapes included.
+Five captions per image describe the groups with varied wording and order, and every
+object's exact box is stored as `bbox`. Within a split no two
 images share all their attributes, so telling captions apart needs the image. The
 files follow the AIC-ICC release layout, so the AIC-ICC reader reads them.
 """
