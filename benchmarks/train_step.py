@@ -1,6 +1,7 @@
 """One pretrain step against the bare compute of the towers it runs, side by side.
 
     python benchmarks/train_step.py [--configs tiny,mid] [--batch-size 64] [--rounds 7]
+                                    [--device cpu|cuda] [--precision fp32|bf16]
 
 The step is what `wenlan pretrain` does per batch once the batch is in memory: momentum
 update, query towers forward, momentum towers forward, the loss against the queues,
@@ -57,11 +58,11 @@ def make_batch(config, batch_size: int, length: int = 40, vocab: int = 200):
     }
 
 
-def build(config, batch_size: int):
+def build(config, batch_size: int, device: torch.device):
     from wenlan_cli.train.loop import Pretrainer
     from wenlan_cli.train.distributed import DistContext
 
-    model = create_model(config, vocab_size=200)
+    model = create_model(config, vocab_size=200).to(device)
     trainer = Pretrainer(TrainConfig(batch_size=batch_size), ctx=DistContext())
     optimizer = trainer.make_optimizer(model)
     return model, optimizer
@@ -87,33 +88,52 @@ def bare_compute(model, batch) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, device: torch.device) -> float:
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
+    sync()
     return (time.perf_counter() - start) / repeats
 
 
-def measure(name: str, batch_size: int, rounds: int, repeats: int) -> dict:
+def measure(name: str, batch_size: int, rounds: int, repeats: int, device: torch.device, precision: str) -> dict:
+    from wenlan_cli.encode import autocast_context
+
     torch.manual_seed(0)
     config = CONFIGS[name]()
-    model, optimizer = build(config, batch_size)
-    batch = make_batch(config, batch_size)
+    model, optimizer = build(config, batch_size, device)
+    batch = {k: v.to(device) for k, v in make_batch(config, batch_size).items()}
+
+    def step():
+        with autocast_context(device, precision):
+            full_step(model, optimizer, batch)
+
+    def bare():
+        with autocast_context(device, precision):
+            bare_compute(model, batch)
+
     for _ in range(3):  # warm-up: allocator, optimizer state, thread pools
-        full_step(model, optimizer, batch)
-        bare_compute(model, batch)
+        step()
+        bare()
     steps, bares = [], []
     for _ in range(rounds):
-        steps.append(timed(lambda: full_step(model, optimizer, batch), repeats))
-        bares.append(timed(lambda: bare_compute(model, batch), repeats))
-    step, bare = statistics.median(steps), statistics.median(bares)
+        steps.append(timed(step, repeats, device))
+        bares.append(timed(bare, repeats, device))
+    step_s, bare_s = statistics.median(steps), statistics.median(bares)
     return {
         "config": config.name,
+        "device": str(device),
+        "precision": precision,
         "batch_size": batch_size,
-        "step_ms": round(step * 1000, 2),
-        "bare_ms": round(bare * 1000, 2),
-        "ratio": round(step / bare, 3),
-        "pairs_per_s": round(batch_size / step, 1),
+        "step_ms": round(step_s * 1000, 2),
+        "bare_ms": round(bare_s * 1000, 2),
+        "ratio": round(step_s / bare_s, 3),
+        "pairs_per_s": round(batch_size / step_s, 1),
     }
 
 
@@ -123,8 +143,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="autocast dtype of both blocks")
     args = parser.parse_args()
-    results = [measure(name, args.batch_size, args.rounds, args.repeats) for name in args.configs.split(",")]
+    device = torch.device(args.device)
+    results = [measure(name, args.batch_size, args.rounds, args.repeats, device, args.precision) for name in args.configs.split(",")]
     print(json.dumps({
         "benchmark": "train_step",
         "threads": torch.get_num_threads(),

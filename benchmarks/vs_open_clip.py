@@ -300,7 +300,7 @@ def wenlan_options(args, loss: str, steps: int, max_time: float | None, log_ever
         model="brivl-tiny", dataset="synth", data_dir=args.data_dir, steps=steps, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip, loss=loss,
         seed=args.seed, device=args.device, workers=args.workers, log_every=log_every, max_time=max_time,
-        precision=args.precision, keep=1,
+        precision=args.precision, keep=1, queue_warmup=args.queue_warmup if loss == "moco" else 0,
     )
     if args.data_dir is None:
         options.update(synth_train=args.synth_train, synth_val=args.synth_val, synth_test=args.synth_test)
@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--queue-warmup", type=int, default=0,
+                        help="wenlan moco: in-batch loss for the first N steps (`wenlan pretrain --queue-warmup`)")
     parser.add_argument("--skip-recall", action="store_true", help="throughput phase only")
     parser.add_argument("--keep", help="keep the runs in this folder instead of a temporary one")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, a few steps, 8 s budgets")
@@ -460,7 +462,7 @@ def main() -> None:
         "met": all(t["met"] for t in targets.values()),
         "config": {
             "shared": shared,
-            "wenlan": {"model": to_dict(wenlan_config), "losses": ["clip", "moco"]},
+            "wenlan": {"model": to_dict(wenlan_config), "losses": ["clip", "moco"], "moco_queue_warmup": args.queue_warmup},
             "open_clip": {
                 "model_cfg": {**oc_config, "text_cfg": {**oc_config["text_cfg"], "hf_model_name": "<local random-init BERT>",
                                                         "hf_tokenizer_name": "<wenlan char vocab>"}},
