@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from .data.pipeline import BadImage, ImageDataset, ImageSettings, normalize_images, pad_boxes, pad_token_ids, tokenize_all
+from .data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images, pad_token_ids, tokenize_all
 from .data.records import ImageTextRecord
+from .data.textfile import read_utf8_text
 from .errors import DataError
 
 
@@ -24,19 +25,6 @@ class ImageEncoding:
     embeddings: torch.Tensor  # (kept, D) float32, L2-normalised
     kept: list[int]  # index into the input records of each row
     failures: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _collate_images(max_regions: int):
-    def collate(items):
-        good = [it for it in items if not isinstance(it, BadImage)]
-        bad = [(it.index, it.message) for it in items if isinstance(it, BadImage)]
-        if not good:
-            return None, None, None, [], bad
-        indices, pixels, boxes = zip(*good)
-        box_tensor, box_mask = pad_boxes(boxes, max_regions)
-        return torch.stack(pixels), box_tensor, box_mask, list(indices), bad
-
-    return collate
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -98,7 +86,7 @@ def _encode_images(model, records, settings, device, batch_size, workers, skip_b
         ImageDataset(records, settings),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate_images(settings.max_regions),
+        collate_fn=ImageCollator(settings.max_regions),
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
@@ -185,18 +173,5 @@ def collect_image_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_text_lines(path: str | Path) -> list[str]:
     """Non-blank lines of a UTF-8 file, stripped; each is one text to encode."""
-    from pathlib import Path as _Path
-
-    path = _Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"the texts file {path} does not exist.") from None
-    except OSError as exc:
-        raise DataError(f"the texts file {path} cannot be read ({exc.strerror}).") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"the texts file {path} is not UTF-8 (line {line}).") from None
+    text = read_utf8_text(path, "the texts file ")
     return [line.strip() for line in text.splitlines() if line.strip()]

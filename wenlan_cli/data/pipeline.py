@@ -169,6 +169,24 @@ def pad_token_ids(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.
     return input_ids, mask
 
 
+class ImageCollator:
+    """Batches of `ImageDataset` items: (pixels, boxes, box mask, record indices, bad),
+    `bad` being (index, message) of the unreadable images; pixels etc. are None when the
+    whole batch is bad."""
+
+    def __init__(self, max_regions: int) -> None:
+        self.max_regions = max_regions
+
+    def __call__(self, items):
+        good = [it for it in items if not isinstance(it, BadImage)]
+        bad = [(it.index, it.message) for it in items if isinstance(it, BadImage)]
+        if not good:
+            return None, None, None, [], bad
+        indices, pixels, boxes = zip(*good)
+        box_tensor, box_mask = pad_boxes(boxes, self.max_regions)
+        return torch.stack(pixels), box_tensor, box_mask, list(indices), bad
+
+
 class PairCollator:
     """Stacks pairs into a batch; images that failed to decode are listed in `bad`."""
 

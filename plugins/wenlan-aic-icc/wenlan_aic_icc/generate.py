@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from wenlan_cli.data.pipeline import BadImage, ImageDataset, ImageSettings, normalize_images, pad_boxes
+from wenlan_cli.data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError
 
@@ -32,26 +32,13 @@ class CaptionOutput:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (record index, message)
 
 
-def _collate(max_regions: int):
-    def collate(items):
-        good = [it for it in items if not isinstance(it, BadImage)]
-        bad = [(it.index, it.message) for it in items if isinstance(it, BadImage)]
-        if not good:
-            return None, None, None, [], bad
-        indices, pixels, boxes = zip(*good)
-        box_tensor, box_mask = pad_boxes(boxes, max_regions)
-        return torch.stack(pixels), box_tensor, box_mask, list(indices), bad
-
-    return collate
-
-
 def image_loader(records: Sequence[ImageTextRecord], settings: ImageSettings, batch_size: int, workers: int = 0, device=None) -> DataLoader:
     """Batches of (uint8 pixels, boxes, box mask, record indices, failures) in record order."""
     return DataLoader(
         ImageDataset(records, settings),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate(settings.max_regions),
+        collate_fn=ImageCollator(settings.max_regions),
         pin_memory=device is not None and torch.device(device).type == "cuda",
     )
 
