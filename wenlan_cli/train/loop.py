@@ -49,6 +49,7 @@ from .distributed import (
     init_distributed,
 )
 from .optim import adamw
+from .progress import TrainingProgress
 from .rng import restore_rng_state, rng_state, seed_everything
 from .schedule import warmup_cosine_scheduler
 
@@ -472,47 +473,7 @@ class Pretrainer:
         return metrics
 
     def progress(self, total: int, start: int):
-        return TrainingProgress(total, start, self.console, enabled=self.ctx.is_main)
-
-
-class TrainingProgress:
-    """A rich progress bar (loss, lr, pairs/s, ETA); plain log lines when not on a terminal."""
-
-    def __init__(self, total: int, start: int, console, enabled: bool = True) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.enabled = enabled
-        self.console = console
-        self.total = total
-        self.terminal = console.is_terminal
-        self.last_print = time.monotonic()
-        self._progress = Progress(
-            TextColumn("[bold]pretrain[/bold]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.0f} pairs/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not (enabled and self.terminal),
-        )
-        self._task = self._progress.add_task("pretrain", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
-
-    def __enter__(self):
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
-
-    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
-        if not self.enabled:
-            return
-        self._progress.update(self._task, completed=step, loss=loss, lr=lr, rate=rate)
-        if not self.terminal and (time.monotonic() - self.last_print > 15 or step == self.total):
-            self.last_print = time.monotonic()
-            self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} pairs/s")
+        return TrainingProgress(total, self.console, start=start, enabled=self.ctx.is_main)
 
 
 def has_batchnorm(module: torch.nn.Module) -> bool:

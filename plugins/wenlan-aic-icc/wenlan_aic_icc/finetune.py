@@ -31,6 +31,7 @@ from wenlan_cli.data.pipeline import (
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, TrainingError, UsageError
 from wenlan_cli.train.optim import adamw
+from wenlan_cli.train.progress import TrainingProgress
 
 from .decoding import DecodeOptions
 from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
@@ -148,43 +149,6 @@ class FinetuneResult:
     best: Path
     final: Path
     stopped_early: str | None = None
-
-
-class CaptionProgress:
-    """A rich progress bar (loss, lr, captions/s, ETA); plain lines when not on a terminal."""
-
-    def __init__(self, total: int, console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console = console
-        self.total = total
-        self.terminal = console.is_terminal
-        self.last_print = time.monotonic()
-        self._progress = Progress(
-            TextColumn("[bold]finetune-caption[/bold]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.0f} captions/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.terminal,
-        )
-        self._task = self._progress.add_task("finetune", total=total, loss=float("nan"), lr=0.0, rate=0.0)
-
-    def __enter__(self):
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
-
-    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
-        self._progress.update(self._task, completed=step, loss=loss, lr=lr, rate=rate)
-        if not self.terminal and (time.monotonic() - self.last_print > 15 or step == self.total):
-            self.last_print = time.monotonic()
-            self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} captions/s")
 
 
 class CaptionFinetuner:
@@ -399,7 +363,7 @@ class CaptionFinetuner:
         start = time.monotonic()
         model.train()
         model.image_encoder.eval()  # BatchNorm statistics and dropout of the tower stay fixed
-        with CaptionProgress(total, self.console) as progress:
+        with TrainingProgress(total, self.console, label="finetune-caption", unit="captions/s") as progress:
             window_start, window_items = time.monotonic(), 0
             while step < total:
                 images, ids, mask, size = next(batches)
