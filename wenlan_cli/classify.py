@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .data.textfile import read_utf8_text
 from .errors import DataError, UsageError
 
 __all__ = [
@@ -55,17 +56,7 @@ def read_labels(path: str | Path) -> list[str]:
     """Labels of a UTF-8 file, one per line, stripped; blank lines are ignored and a
     repeated label is an error naming both lines."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"the labels file {path} does not exist.") from None
-    except OSError as exc:
-        raise DataError(f"the labels file {path} cannot be read ({exc.strerror or exc}).") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"the labels file {path} is not UTF-8 (line {line}).") from None
+    text = read_utf8_text(path, "the labels file ")
     labels: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):

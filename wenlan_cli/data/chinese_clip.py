@@ -49,6 +49,7 @@ from wenlan_cli.data.fields import clean_text, json_type_name
 from wenlan_cli.data.images import MAX_IMAGE_PIXELS, decode_image_bytes
 from wenlan_cli.data.paths import quote_value
 from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.textfile import read_utf8_text
 from wenlan_cli.errors import DataError, UsageError
 
 __all__ = [
@@ -249,17 +250,7 @@ def read_texts_jsonl(path: Path | str) -> list[BenchmarkText]:
     ``image_ids`` list count once.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist.") from None
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: the text is not UTF-8 (byte {raw[exc.start]:#04x}).") from None
+    content = read_utf8_text(path)
     texts: list[BenchmarkText] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(content.split("\n"), 1):
