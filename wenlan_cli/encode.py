@@ -6,7 +6,6 @@ with `skip_bad`, left out and reported with their index.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from .cores import usable_cores
 from .data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images, pad_token_ids, tokenize_all
 from .data.records import ImageTextRecord
 from .data.textfile import read_utf8_text
@@ -32,13 +32,6 @@ def autocast_context(device: torch.device, precision: str):
         return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 @contextmanager

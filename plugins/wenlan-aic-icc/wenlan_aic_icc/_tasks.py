@@ -2,9 +2,10 @@
 
 Everything here is a top-level function of plain data, so that it pickles
 into a `forkserver`/`spawn` worker, and the module imports nothing heavy.
-The metric functions call pycocoevalcap's own scorer classes on the whole
-set, so their numbers are those of a serial pycocoevalcap run by
-construction; the parallelism is across metrics, not inside one.
+The metric functions call pycocoevalcap's own scorer classes, and
+sacreBLEU's public `corpus_score`, on the whole set, so their numbers are
+those of a serial run by construction; the parallelism is across metrics,
+not inside one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ __all__ = [
     "clean",
     "init_worker",
     "rouge",
-    "sacre_combine",
-    "sacre_stats",
+    "sacre_bleu",
     "segment",
     "segment_many",
 ]
@@ -90,29 +90,17 @@ def cider(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float, 
     return float(score), seconds
 
 
-def sacre_stats(hypotheses: list[str], streams: list[list[str | None]]) -> tuple[list[list[int]], float]:
-    """sacreBLEU's per-segment BLEU statistics (tokenize="zh") for one shard; (stats, seconds).
+def sacre_bleu(hypotheses: list[str], streams: list[list[str | None]]) -> tuple[float, str, float]:
+    """sacreBLEU corpus BLEU with its Chinese tokenizer; (score, signature, seconds).
 
     `streams[j][i]` is reference j of image i, None where image i has fewer
-    than j + 1 references (sacreBLEU's way of allowing a variable count).
-    These are the first half of `BLEU.corpus_score`; the statistics are whole
-    numbers, so shards add up to exactly the corpus statistics.
+    than j + 1 references (sacreBLEU's own way of allowing a variable count).
+    One public `corpus_score` call over the whole set, so that the signature
+    (``nrefs`` included) is the one sacreBLEU itself reports for this corpus.
     """
     start = time.perf_counter()
     from sacrebleu.metrics import BLEU
 
-    stats = BLEU(tokenize="zh")._extract_corpus_statistics(hypotheses, streams)
-    return stats, time.perf_counter() - start
-
-
-def sacre_combine(stats: list[list[int]], num_refs: int) -> tuple[float, str]:
-    """Corpus sacreBLEU (tokenize="zh") from all segments' statistics; (score, signature).
-
-    The second half of `BLEU.corpus_score`. `num_refs` is the reference count
-    per image, -1 when it varies (as sacreBLEU records it for the signature).
-    """
-    from sacrebleu.metrics import BLEU
-
     metric = BLEU(tokenize="zh")
-    metric.num_refs = num_refs
-    return float(metric._aggregate_and_compute(stats).score), str(metric.get_signature())
+    score = metric.corpus_score(hypotheses, streams).score
+    return float(score), str(metric.get_signature()), time.perf_counter() - start

@@ -39,8 +39,8 @@ category `ScoringWarning`); the other metrics are reported.
 
 Speed: jieba runs in worker processes (dictionary loaded once per worker),
 the two PTB runs and the METEOR JVM run beside them, and Bleu, Rouge and
-Cider each run whole in a worker while METEOR scores; sacreBLEU's statistics
-are extracted in shards (they are whole numbers, summed exactly). Every
+Cider and sacreBLEU each run whole in a worker while METEOR scores (sacreBLEU
+as one public ``corpus_score`` call, so its signature is its own). Every
 metric is computed by the same code on the same inputs as a serial
 pycocoevalcap / sacreBLEU run, so the results are identical to the last bit.
 Worker processes are started with `forkserver` (safe when the caller holds
@@ -63,6 +63,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from wenlan_cli.data.fields import json_type_name
+from wenlan_cli.data.paths import quote_value
+from wenlan_cli.cores import usable_cores
 from wenlan_cli.errors import DataError, UsageError
 
 from wenlan_aic_icc import _tasks
@@ -96,7 +99,6 @@ _LABELS = {
 }  # fmt: skip
 _SHOW_IDS = 5
 _CHUNK = 4000  # captions per jieba task
-_SACRE_MIN_SHARD = 2000  # images per sacreBLEU task, at least
 _SMALL = 1000  # fewer images than this: workers=None scores in this process
 
 
@@ -137,43 +139,22 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({str(exc)[:120]}).") from None
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _image_id(value: object, where: str, field: str = "image_id") -> str:
     if isinstance(value, str) and value:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise DataError(f"{where}: {field!r} is {_kind(value)}; expected an image name such as \"x.jpg\".")
+    raise DataError(f"{where}: {field!r} is {json_type_name(value)}; expected an image name such as \"x.jpg\".")
 
 
 def _entries(data: Any, path: Path, what: str) -> list[dict]:
     if not isinstance(data, list):
-        raise DataError(f"{path}: holds {_kind(data)} at the top level; expected {what}.")
+        raise DataError(f"{path}: holds {json_type_name(data)} at the top level; expected {what}.")
     if not data:
         raise DataError(f"{path}: holds an empty list; there is nothing to score.")
     for i, entry in enumerate(data):
         if not isinstance(entry, dict):
-            raise DataError(f"{path} entry {i}: is {_kind(entry)}; expected an object with 'image_id' and 'caption'.")
+            raise DataError(f"{path} entry {i}: is {json_type_name(entry)}; expected an object with 'image_id' and 'caption'.")
     return data
 
 
@@ -193,7 +174,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
         image_id = _image_id(entry.get("image_id"), where)
         caption = entry.get("caption")
         if not isinstance(caption, str):
-            raise DataError(f"{where} (image_id {image_id!r}): 'caption' is {_kind(caption)}; expected one string.")
+            raise DataError(f"{where} (image_id {image_id!r}): 'caption' is {json_type_name(caption)}; expected one string.")
         if image_id in first:
             raise DataError(
                 f"{where}: image_id {image_id!r} repeats entry {first[image_id]}; give one caption per image."
@@ -222,7 +203,7 @@ def _read_references(path: Path) -> tuple[dict[str, list[str]], bool]:
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
             bad = captions if not isinstance(captions, list) else next(c for c in captions if not isinstance(c, str))
             raise DataError(
-                f"{where} (image_id {image_id!r}): 'caption' holds {_kind(bad)}; expected a list of strings."
+                f"{where} (image_id {image_id!r}): 'caption' holds {json_type_name(bad)}; expected a list of strings."
             )
         if image_id in first:
             raise DataError(f"{where}: image_id {image_id!r} repeats entry {first[image_id]}; list each image once.")
@@ -234,10 +215,10 @@ def _read_references(path: Path) -> tuple[dict[str, list[str]], bool]:
 def _read_coco_references(data: dict, path: Path) -> dict[str, list[str]]:
     annotations = data.get("annotations")
     if not isinstance(annotations, list) or not annotations:
-        raise DataError(f"{path}: 'annotations' is {_kind(annotations)}; expected a non-empty list of captions.")
+        raise DataError(f"{path}: 'annotations' is {json_type_name(annotations)}; expected a non-empty list of captions.")
     images = data.get("images", [])
     if not isinstance(images, list):
-        raise DataError(f"{path}: 'images' is {_kind(images)}; expected a list of {{'id', 'file_name'}} objects.")
+        raise DataError(f"{path}: 'images' is {json_type_name(images)}; expected a list of {{'id', 'file_name'}} objects.")
     names: dict[object, str] = {}
     for i, image in enumerate(images):
         where = f"{path} images entry {i}"
@@ -245,19 +226,19 @@ def _read_coco_references(data: dict, path: Path) -> dict[str, list[str]]:
             raise DataError(f"{where}: expected an object with 'id' and 'file_name'.")
         name = _image_id(image.get("file_name", image["id"]), where, "file_name")
         if names.setdefault(image["id"], name) != name:
-            raise DataError(f"{where}: id {_short(image['id'])} is given two file names.")
+            raise DataError(f"{where}: id {quote_value(image['id'])} is given two file names.")
     out: dict[str, list[str]] = {}
     for i, ann in enumerate(annotations):
         where = f"{path} annotations entry {i}"
         if not isinstance(ann, dict):
-            raise DataError(f"{where}: is {_kind(ann)}; expected an object with 'image_id' and 'caption'.")
+            raise DataError(f"{where}: is {json_type_name(ann)}; expected an object with 'image_id' and 'caption'.")
         raw_id = ann.get("image_id")
         if images and raw_id not in names:
-            raise DataError(f"{where}: image_id {_short(raw_id)} is not in the file's 'images' list.")
+            raise DataError(f"{where}: image_id {quote_value(raw_id)} is not in the file's 'images' list.")
         image_id = names[raw_id] if images else _image_id(raw_id, where)
         caption = ann.get("caption")
         if not isinstance(caption, str):
-            raise DataError(f"{where} (image {image_id!r}): 'caption' is {_kind(caption)}; expected a string.")
+            raise DataError(f"{where} (image {image_id!r}): 'caption' is {json_type_name(caption)}; expected a string.")
         out.setdefault(image_id, []).append(caption)
     return out
 
@@ -344,10 +325,7 @@ def _usable_references(
 
 def _workers(workers: int | None) -> int:
     if workers is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not Linux
-            return max(1, os.cpu_count() or 1)
+        return max(1, usable_cores())
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a positive whole number, not {workers!r}.")
     return workers
@@ -402,33 +380,19 @@ class _Segmenting:
         return [lookup[t] for t in self.texts]
 
 
-def _submit_sacre(
-    pool: Executor, hyps: list[str], refs: list[list[str]], segmented: bool, workers: int
-) -> list[Future]:
-    """sacreBLEU statistics in shards over the cleaned captions (strip, no '。'; no jieba)."""
+def _submit_sacre(pool: Executor, hyps: list[str], refs: list[list[str]], segmented: bool) -> Future:
+    """sacreBLEU over the cleaned captions (strip, no '。'; no jieba) as one worker task.
+
+    One task, not shards: sharded statistics would need sacreBLEU's private
+    methods, and its signature's reference count is only its own when one
+    `corpus_score` call sees every image. It runs beside CIDEr, which takes
+    longer, so the split would not shorten the run.
+    """
     clean_hyps = [_tasks.clean(h) for h in hyps]
     clean_refs = [[c.strip() if segmented else _tasks.clean(c) for c in r] for r in refs]
     depth = max(len(r) for r in clean_refs)
-    size = max(_SACRE_MIN_SHARD, math.ceil(len(hyps) / (2 * workers)))
-    futures = []
-    for i in range(0, len(hyps), size):
-        shard = clean_refs[i : i + size]
-        streams = [[r[j] if j < len(r) else None for r in shard] for j in range(depth)]
-        futures.append(pool.submit(_tasks.sacre_stats, clean_hyps[i : i + size], streams))
-    return futures
-
-
-def _collect_sacre(futures: list[Future], counts: list[int]) -> tuple[float, str, float]:
-    """(score, signature, summed worker seconds); identical to one corpus_score call."""
-    stats: list = []
-    seconds = 0.0
-    for future in futures:
-        part, took = future.result()
-        stats.extend(part)
-        seconds += took
-    num_refs = counts[0] if len(set(counts)) == 1 else -1
-    score, signature = _tasks.sacre_combine(stats, num_refs)
-    return score, signature, seconds
+    streams = [[r[j] if j < len(r) else None for r in clean_refs] for j in range(depth)]
+    return pool.submit(_tasks.sacre_bleu, clean_hyps, streams)
 
 
 def _close_pool(pool: Executor, finished: bool) -> None:
@@ -530,11 +494,9 @@ def _score(
         meteor_run = None if meteor_proc is None else _Thread(lambda: _timed_meteor(meteor_proc, gts, res), "meteor")
         # Longest first, so that with two workers Cider gets one and the rest share the other.
         cider_f = pool.submit(_tasks.cider, gts, res)
+        sacre_f = _submit_sacre(pool, hyp_texts, [refs[k] for k in order], references_segmented) if sacrebleu else None
         bleu_f = pool.submit(_tasks.bleu, gts, res)
         rouge_f = pool.submit(_tasks.rouge, gts, res)
-        sacre_futures = []
-        if sacrebleu:
-            sacre_futures = _submit_sacre(pool, hyp_texts, [refs[k] for k in order], references_segmented, n_workers)
 
         metrics: dict[str, float] = {}
         if meteor_run is not None:
@@ -546,8 +508,8 @@ def _score(
         metrics["ROUGE_L"], seconds["ROUGE_L"] = rouge_f.result()
         metrics["CIDEr"], seconds["CIDEr"] = cider_f.result()
         sacre = None
-        if sacre_futures:
-            sacre_score, signature, seconds["sacreBLEU"] = _collect_sacre(sacre_futures, counts)
+        if sacre_f is not None:
+            sacre_score, signature, seconds["sacreBLEU"] = sacre_f.result()
             sacre = {"score": sacre_score, "signature": signature}
         finished = True
     except BrokenProcessPool:
