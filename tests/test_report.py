@@ -245,3 +245,14 @@ def test_a_broken_tensorboard_warns_once_and_never_raises(monkeypatch, tmp_path)
         writer.write({"step": 1, "loss": 2.0})
         writer.write({"step": 2, "loss": 1.0})
     assert len(caught) == 1 and "No space left" in str(caught[0].message)
+
+
+def test_without_matplotlib_the_report_says_it_is_a_missing_dependency(capsys, monkeypatch, tmp_path):
+    # matplotlib is a core dependency (pyproject.toml), so the message asks to restore it, not to add an extra.
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    run = fake_run(tmp_path, [train_line(s) for s in range(1, 11)])
+    code, _, err = run_cli(capsys, "report", run, "--examples", 0)
+    assert code == 1 and not (run / "report.html").exists()
+    assert "matplotlib, a dependency of wenlan that is missing from this environment: pip install 'matplotlib>=3.7'." in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -87,10 +88,30 @@ def test_faiss_path_uses_index_flat_ip(monkeypatch):
 
 def test_faiss_not_installed_is_a_clear_usage_error(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    with pytest.raises(UsageError, match="pip install faiss-cpu"):
+    with pytest.raises(UsageError, match=r"pip install 'wenlan\[faiss\]' brings faiss-cpu"):
         search_faiss(np.ones((1, 2), np.float32), np.ones((3, 2), np.float32))
     code, _, err = run_cli(capsys, "search", "红色", "--index", tmp_path, "--faiss")
     assert code == 2 and "--faiss needs the faiss package" in err
+
+
+needs_faiss = pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="faiss is not installed (pip install 'wenlan[faiss]')"
+)
+
+
+@needs_faiss
+def test_real_faiss_finds_what_the_exact_search_finds():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = np.concatenate([rng.standard_normal((6, 32)).astype(np.float32), vectors[[7, 123]]])
+    scores, rows = search_faiss(queries, vectors, 10)
+    ref_scores, ref_rows = search_vectors(queries, vectors, 10)
+    assert rows.dtype == torch.long and rows.shape == (8, 10)
+    assert torch.equal(rows, ref_rows)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-5, rtol=0)
+    assert rows[6, 0] == 7 and rows[7, 0] == 123  # a stored vector finds itself first
+    assert scores[6, 0] == pytest.approx(1.0, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- the index
@@ -295,6 +316,20 @@ def test_search_cli_json_matches_the_library_and_direct_scores(tiny_run, built, 
             assert index.rows[hit["row"]].path == hit["path"] and Path(hit["file"]) == photos / hit["path"]
     own = next(h for h in results[2]["results"] if h["path"] == "p1.jpg")  # the image finds itself
     assert own["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@needs_faiss
+def test_search_cli_with_faiss_returns_the_exact_search_hits(built, capsys):
+    args = ("search", "红色的圆形", "一个蓝色三角形", "--index", built, "-k", 5, "--json", "--device", "cpu")
+    code, exact, err = run_cli(capsys, *args)
+    assert code == 0, err
+    code, fast, err = run_cli(capsys, *args, "--faiss")
+    assert code == 0, err
+    exact, fast = json.loads(exact), json.loads(fast)
+    assert [[h["path"] for h in r["results"]] for r in fast] == [[h["path"] for h in r["results"]] for r in exact]
+    for ours, theirs in zip(fast, exact):
+        assert len(ours["results"]) == 5
+        np.testing.assert_allclose([h["score"] for h in ours["results"]], [h["score"] for h in theirs["results"]], atol=1e-5)
 
 
 def test_search_cli_prints_a_table_and_writes_an_html_page(built, photos, tmp_path, capsys):

@@ -20,7 +20,10 @@ def _figure(height: float = 3.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise WenlanError("wenlan report draws its curves with matplotlib, which is not installed: pip install matplotlib.") from None
+        raise WenlanError(
+            "wenlan report draws its curves with matplotlib, a dependency of wenlan that is missing from this "
+            "environment: pip install 'matplotlib>=3.7'."
+        ) from None
     figure = Figure(figsize=(6.4, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

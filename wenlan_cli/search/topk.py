@@ -121,7 +121,8 @@ def require_faiss():
         import faiss
     except ImportError:
         raise UsageError(
-            "--faiss needs the faiss package, which is not installed (pip install faiss-cpu, or faiss-gpu); "
+            "--faiss needs the faiss package, which is not installed (pip install 'wenlan[faiss]' brings faiss-cpu; "
+            "faiss-gpu works too); "
             "leave --faiss out to use the built-in exact search."
         ) from None
     return faiss
