@@ -36,6 +36,9 @@ def _register() -> None:
 
     for module in (pretrain, eval_retrieval, encode, finetune_caption, index, search, classify, report, plugins, models):
         module.register(app)
+    from . import serve
+
+    serve.register(app)
     app.add_typer(data.app, name="data")
     app.add_typer(convert.app, name="convert")
     from ..tasks import register_task_commands
