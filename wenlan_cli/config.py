@@ -44,8 +44,11 @@ class ImageTowerConfig:
     encoder_ff_dim: int | None = None
     mlp_hidden_dim: int = 2048
     dropout: float = 0.1
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Input normalisation. None: the backbone's own, from timm's pretrained config; stated
+    # values must match the pretrained weights' (models/normalization.py). Checkpoints
+    # record the values used.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -247,6 +250,8 @@ class TrainConfig:
     pretrained: bool = False
     image_weights: str | None = None
     text_weights: str | None = None
+    # Keep the model config's image.mean/std even where they differ from the pretrained backbone's.
+    image_norm_from_config: bool = False
     trust_remote_code: bool = False
     image_column: str | None = None
     text_column: str | None = None

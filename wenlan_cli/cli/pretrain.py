@@ -36,6 +36,7 @@ def pretrain(
     pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Start the towers from their published weights.", rich_help_panel=MODEL)] = None,
     image_weights: Annotated[Optional[str], Opt(help="timm name or local file of the image backbone's weights (with --pretrained).", rich_help_panel=MODEL)] = None,
     text_weights: Annotated[Optional[str], Opt(help="Hub name or local directory of the text model (with --pretrained).", rich_help_panel=MODEL)] = None,
+    image_norm_from_config: Annotated[Optional[bool], Opt("--image-norm-from-config", help="With --pretrained: normalise images with the model config's image.mean/std even where they differ from the backbone weights' own (timm's pretrained config).", rich_help_panel=MODEL)] = None,
     trust_remote_code: Annotated[Optional[bool], Opt("--trust-remote-code", help="Allow a hub text model to run its own code (off by default).", rich_help_panel=MODEL)] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of the initialisation and the data order.  [default: 0]", rich_help_panel=RUN)] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.  [default: auto]", rich_help_panel=RUN)] = None,

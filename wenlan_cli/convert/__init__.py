@@ -19,13 +19,15 @@ def convert_brivl(
 
     from transformers import BertConfig
 
+    from ..models.normalization import resolve_image_normalization
     from ..models.registry import create_model, get_model_config
     from ..models.tokenizer import load_pretrained_tokenizer
     from ..train.checkpoint import CheckpointContents, write_checkpoint
     from .brivl import check_against, map_released_keys, read_released_state, released_model_config
 
     conversion = map_released_keys(read_released_state(checkpoint))
-    config = released_model_config(get_model_config(model), image_size)
+    # A config that leaves image.mean/std out gets the backbone's own from timm (recorded in the checkpoint).
+    config = resolve_image_normalization(released_model_config(get_model_config(model), image_size), pretrained=False)
     embeddings = conversion.state.get("text_encoder.language_model.embeddings.word_embeddings.weight")
     if embeddings is None:
         from ..errors import CheckpointError

@@ -12,6 +12,7 @@ from torchvision.ops import roi_align
 from ..config import ImageTowerConfig
 from ..errors import UsageError
 from .layers import SequenceHead, train_only_top
+from .normalization import weights_name
 
 
 def create_backbone(config: ImageTowerConfig, pretrained: bool = False) -> nn.Module:
@@ -22,10 +23,8 @@ def create_backbone(config: ImageTowerConfig, pretrained: bool = False) -> nn.Mo
     source = config.pretrained_source
     if pretrained and source and Path(source).exists():
         # A local weights file (safetensors or a timm/PyTorch checkpoint).
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(source))
-    name = config.backbone
-    if pretrained and source and not Path(source).exists():
-        name = source
+        kwargs["pretrained_cfg_overlay"] = {**kwargs.get("pretrained_cfg_overlay", {}), "file": str(source)}
+    name = weights_name(config, pretrained)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:

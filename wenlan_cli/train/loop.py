@@ -26,6 +26,7 @@ from ..data.sources import load_records
 from ..encode import autocast_context
 from ..errors import DataError, TrainingError, UsageError
 from ..eval.evaluate import evaluate_retrieval
+from ..models.normalization import resolve_image_normalization
 from ..models.registry import create_model, get_model_config
 from ..models.tokenizer import build_char_vocab, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab
 from .checkpoint import (
@@ -67,7 +68,8 @@ class RunResult:
 
 
 def apply_overrides(model_config: ModelConfig, cfg: TrainConfig) -> ModelConfig:
-    """The model config with the run's --queue-size / --loss / ... applied."""
+    """The model config with the run's --queue-size / --loss / ... applied and its image
+    mean/std settled (the backbone's own from timm, or the config's, checked)."""
     mc = dataclasses.replace(model_config, image=dataclasses.replace(model_config.image), text=dataclasses.replace(model_config.text))
     for name in ("queue_size", "momentum", "temperature", "loss"):
         value = getattr(cfg, name)
@@ -79,6 +81,7 @@ def apply_overrides(model_config: ModelConfig, cfg: TrainConfig) -> ModelConfig:
         mc.text.hf_name = cfg.text_weights
     if cfg.trust_remote_code:
         mc.text.trust_remote_code = True
+    mc = resolve_image_normalization(mc, pretrained=cfg.pretrained, keep_config=cfg.image_norm_from_config)
     mc.validate()
     return mc
 
