@@ -25,6 +25,10 @@ class TrainingError(WenlanError):
     """A run that failed while training (NaN loss, a failed checkpoint write...)."""
 
 
+class ExportError(WenlanError):
+    """An export that failed or did not reproduce the model (nothing was written)."""
+
+
 class UsageError(WenlanError):
     """Options that contradict each other or name something that does not exist."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["read_utf8_text"]
+__all__ = ["read_text_lines", "read_utf8_text"]
 
 
 def read_utf8_text(path: str | Path, what: str = "") -> str:
@@ -26,3 +26,9 @@ def read_utf8_text(path: str | Path, what: str = "") -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{name} line {line}: the text is not UTF-8 (byte {raw[exc.start]:#04x}).") from None
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """Non-blank lines of a UTF-8 file, stripped; each is one text to encode."""
+    text = read_utf8_text(path, "the texts file ")
+    return [line.strip() for line in text.splitlines() if line.strip()]

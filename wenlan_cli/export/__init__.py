@@ -1,0 +1,1 @@
+"""Deployment formats of a trained BriVL (`wenlan export ...`)."""
