@@ -18,8 +18,19 @@ from .index import (
     load_index,
     update_index,
 )
-from .query import Hit, QueryResult, Searcher
-from .topk import search_faiss, search_vectors
+
+# Queries need torch; `index` does not (`wenlan index --backend onnx` runs without it), so
+# the query side is imported on first use.
+_LAZY = {"Hit": "query", "QueryResult": "query", "Searcher": "query", "search_faiss": "topk", "search_vectors": "topk"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Hit",
