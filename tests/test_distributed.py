@@ -53,7 +53,7 @@ def queues(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_two_processes_match_one_process_with_the_same_global_batch(synth_dir, tmp_path):
     model = layernorm_config(tmp_path / "ln.json")
     common = ["pretrain", "--model", str(model), "--data-dir", str(synth_dir), "--steps", "5", "--queue-size", "64",
-              "--warmup", "2", "--log-every", "1", "--workers", "0", "--seed", "3"]
+              "--warmup", "2", "--queue-warmup", "0", "--log-every", "1", "--workers", "0", "--seed", "3"]
     run(common + ["--batch-size", "16", "--out", str(tmp_path / "one")])
     run(common + ["--batch-size", "8", "--out", str(tmp_path / "two")], nproc=2)
 
@@ -64,9 +64,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(synth_dir, t
     for a, b in zip(one, two):
         assert b == pytest.approx(a, rel=1e-4)
     q1, q2 = queues(tmp_path / "one"), queues(tmp_path / "two")
-    assert set(q1) == {"image_queue.features", "image_queue.pointer", "text_queue.features", "text_queue.pointer"}
+    assert set(q1) == {f"{q}_queue.{k}" for q in ("image", "text") for k in ("features", "pointer", "ids")}
     for key in q1:
         assert torch.allclose(q1[key].float(), q2[key].float(), atol=1e-4), key
+    # The keys' (image id, caption hash) rows were gathered with them, in the same order.
+    assert torch.equal(q1["image_queue.ids"], q2["image_queue.ids"]) and (q2["image_queue.ids"][: 5 * 16] >= 0).all()
     assert int(q2["image_queue.pointer"]) == (5 * 16) % 64
     # Only rank 0 wrote checkpoints and metrics.
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == len(

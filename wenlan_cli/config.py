@@ -86,6 +86,8 @@ class ModelConfig:
     momentum: float = 0.99
     temperature: float = 0.07
     loss: str = "moco"
+    # moco: a queued key of the query's own image or identical caption is not a negative.
+    mask_false_negatives: bool = True
 
     def validate(self) -> None:
         if self.loss not in ("moco", "clip"):
@@ -227,6 +229,7 @@ class TrainConfig:
     momentum: float | None = None
     temperature: float | None = None
     loss: str | None = None
+    mask_false_negatives: bool | None = None
     # moco: the first N steps take the in-batch loss while the queues fill (towers trained
     # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch).
     queue_warmup: int = 0

@@ -6,6 +6,7 @@ model's device; captions are tokenised once when the dataset is built.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -107,8 +108,17 @@ class BadImage:
     message: str
 
 
+def stable_id(text: str) -> int:
+    """A non-negative 63-bit id of `text`, the same in every process and run (Python's
+    `hash` is salted per process, and ranks must agree on the ids they gather)."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
 class PairDataset(Dataset):
-    """Map-style dataset indexed by (record index, caption index) pairs."""
+    """Map-style dataset indexed by (record index, caption index) pairs. Each pair also
+    carries its image's id and its caption's hash (`stable_id`), so the queue loss can
+    tell a query's own image or caption among the queued keys."""
 
     def __init__(self, records: Sequence[ImageTextRecord], token_ids: list[list[list[int]]], settings: ImageSettings) -> None:
         self.records = records
@@ -124,7 +134,8 @@ class PairDataset(Dataset):
             pixels, boxes = prepare_image(self.records[index], self.settings)
         except DataError as exc:
             return BadImage(index, str(exc))
-        return pixels, boxes, self.token_ids[index][caption]
+        record = self.records[index]
+        return pixels, boxes, self.token_ids[index][caption], stable_id(record.image_id), stable_id(record.captions[caption])
 
 
 class ImageDataset(Dataset):
@@ -188,7 +199,8 @@ class ImageCollator:
 
 
 class PairCollator:
-    """Stacks pairs into a batch; images that failed to decode are listed in `bad`."""
+    """Stacks pairs into a batch; images that failed to decode are listed in `bad`.
+    `image_ids` and `caption_hashes` are (B,) int64."""
 
     def __init__(self, max_regions: int, pad_id: int = 0) -> None:
         self.max_regions = max_regions
@@ -199,7 +211,7 @@ class PairCollator:
         bad = [item for item in items if isinstance(item, BadImage)]
         if not kept:
             return {"bad": bad, "size": 0}
-        pixels, boxes, ids = zip(*kept)
+        pixels, boxes, ids, image_ids, caption_hashes = zip(*kept)
         box_tensor, box_mask = pad_boxes(boxes, self.max_regions)
         input_ids, attention_mask = pad_token_ids(ids, self.pad_id)
         return {
@@ -208,6 +220,8 @@ class PairCollator:
             "box_mask": box_mask,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
+            "image_ids": torch.tensor(image_ids, dtype=torch.long),
+            "caption_hashes": torch.tensor(caption_hashes, dtype=torch.long),
             "bad": bad,
             "size": len(kept),
         }

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .image_encoder import ImageEncoder
-from .loss import brivl_loss, clip_loss
+from .loss import brivl_loss, clip_loss, false_negatives
 from .queue import FeatureQueue
 from .text_encoder import TextEncoder
 
@@ -22,6 +22,8 @@ class StepOutput:
     # Momentum keys of this batch (moco) to be enqueued once the step is done.
     image_keys: torch.Tensor | None = None
     text_keys: torch.Tensor | None = None
+    # (B, 2) int64 (image id, caption hash) of those keys, when the batch carries them.
+    key_ids: torch.Tensor | None = None
 
 
 class BriVL(nn.Module):
@@ -83,7 +85,10 @@ class BriVL(nn.Module):
         `key_shuffle` (shuffle-BN across processes) permutes the momentum image tower's
         batch and maps its keys back. `in_batch` (queue warm-up) keeps computing the keys
         for the queues but takes the in-batch loss of the query towers, summed over the
-        two directions like the queue loss."""
+        two directions like the queue loss. When the batch carries `image_ids` and
+        `caption_hashes` (int64, one per pair) they travel with the keys into the queues,
+        and with `mask_false_negatives` a query's own image or identical caption among
+        the queued keys is not counted as a negative."""
         images, boxes, box_mask = batch["images"], batch["boxes"], batch["box_mask"]
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         image_query = F.normalize(self.image_encoder(images, boxes, box_mask), dim=-1)
@@ -98,8 +103,19 @@ class BriVL(nn.Module):
             else:
                 image_key = F.normalize(self.image_encoder_m(images, boxes, box_mask), dim=-1)
             text_key = F.normalize(self.text_encoder_m(input_ids, attention_mask), dim=-1)
+        key_ids = None
+        if "image_ids" in batch and "caption_hashes" in batch:
+            key_ids = torch.stack([batch["image_ids"], batch["caption_hashes"]], dim=1).to(torch.long)
         if in_batch:
-            return StepOutput(loss=2 * clip_loss(image_query, text_query, t), image_keys=image_key, text_keys=text_key)
+            return StepOutput(
+                loss=2 * clip_loss(image_query, text_query, t), image_keys=image_key, text_keys=text_key, key_ids=key_ids
+            )
+        excludes = {}
+        if key_ids is not None and self.config.mask_false_negatives:
+            excludes = dict(
+                image_queue_exclude=false_negatives(key_ids, self.image_queue.ids),
+                text_queue_exclude=false_negatives(key_ids, self.text_queue.ids),
+            )
         loss = brivl_loss(
             image_query,
             text_query,
@@ -108,11 +124,13 @@ class BriVL(nn.Module):
             self.image_queue.features,
             self.text_queue.features,
             t,
+            **excludes,
         )
-        return StepOutput(loss=loss, image_keys=image_key, text_keys=text_key)
+        return StepOutput(loss=loss, image_keys=image_key, text_keys=text_key, key_ids=key_ids)
 
     @torch.no_grad()
-    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor) -> None:
-        """Called after the optimizer step with the keys of the whole (global) batch."""
-        self.image_queue.enqueue(image_keys)
-        self.text_queue.enqueue(text_keys)
+    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor, key_ids: torch.Tensor | None = None) -> None:
+        """Called after the optimizer step with the keys of the whole (global) batch and,
+        when known, their (image id, caption hash) rows."""
+        self.image_queue.enqueue(image_keys, key_ids)
+        self.text_queue.enqueue(text_keys, key_ids)

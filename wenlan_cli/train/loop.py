@@ -71,7 +71,7 @@ def apply_overrides(model_config: ModelConfig, cfg: TrainConfig) -> ModelConfig:
     """The model config with the run's --queue-size / --loss / ... applied and its image
     mean/std settled (the backbone's own from timm, or the config's, checked)."""
     mc = dataclasses.replace(model_config, image=dataclasses.replace(model_config.image), text=dataclasses.replace(model_config.text))
-    for name in ("queue_size", "momentum", "temperature", "loss"):
+    for name in ("queue_size", "momentum", "temperature", "loss", "mask_false_negatives"):
         value = getattr(cfg, name)
         if value is not None:
             setattr(mc, name, value)
@@ -414,7 +414,8 @@ class Pretrainer:
             total_loss += float(out.loss.detach())
             pairs += size
             if out.image_keys is not None:
-                model.enqueue(all_gather_variable(out.image_keys.float(), ctx), all_gather_variable(out.text_keys.float(), ctx))
+                key_ids = all_gather_variable(out.key_ids, ctx) if out.key_ids is not None else None
+                model.enqueue(all_gather_variable(out.image_keys.float(), ctx), all_gather_variable(out.text_keys.float(), ctx), key_ids)
         if scaler is not None:
             scaler.unscale_(optimizer)
         if cfg.grad_clip:
@@ -437,6 +438,8 @@ class Pretrainer:
             "box_mask": batch["box_mask"].to(device, non_blocking=True),
             "input_ids": batch["input_ids"].to(device, non_blocking=True),
             "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
+            "image_ids": batch["image_ids"].to(device, non_blocking=True),
+            "caption_hashes": batch["caption_hashes"].to(device, non_blocking=True),
         }
 
     def restore(self, resume_dir: Path, model, optimizer, scheduler) -> int:
