@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from .cores import usable_cores
 from .data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images, pad_token_ids, tokenize_all
+from .data.imagefiles import IMAGE_SUFFIXES, collect_image_paths  # noqa: F401 (re-exported)
 from .data.records import ImageTextRecord
-from .data.textfile import read_utf8_text
+from .data.textfile import read_text_lines  # noqa: F401 (re-exported)
 from .errors import DataError
 
 
@@ -136,35 +137,3 @@ def encode_texts(
             on_batch(len(chunk))
     model.train(was_training)
     return out
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-
-def collect_image_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Image files as given, and folders searched recursively (sorted), without duplicates.
-    The order is the row order of the embeddings."""
-    from pathlib import Path as _Path
-
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        path = _Path(raw)
-        if not path.exists():
-            raise DataError(f"{path} does not exist.")
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files = [path]
-        for file in files:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(file)
-    return found
-
-
-def read_text_lines(path: str | Path) -> list[str]:
-    """Non-blank lines of a UTF-8 file, stripped; each is one text to encode."""
-    text = read_utf8_text(path, "the texts file ")
-    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -12,82 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
-from .images import load_image, load_image_resized
+from .prepare import ImageSettings, load_record_image, prepare_image_array, region_boxes  # noqa: F401 (re-exported)
 from .records import ImageTextRecord
 
 
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the image tower needs from the data: input size and region layout."""
-
-    image_size: int
-    max_regions: int
-    grid_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, image_config) -> "ImageSettings":
-        return cls(
-            image_size=image_config.image_size,
-            max_regions=image_config.max_regions,
-            grid_size=image_config.grid_size,
-            mean=tuple(image_config.mean),
-            std=tuple(image_config.std),
-        )
-
-
-def region_boxes(record_boxes, original_size: tuple[int, int], settings: ImageSettings) -> np.ndarray:
-    """The whole-image box, then the record's boxes (or, when the data has none — None, not
-    an empty list — a fixed grid), in pixels of the resized square input; at most
-    `max_regions` rows."""
-    s = settings.image_size
-    boxes = [[0.0, 0.0, float(s), float(s)]]
-    if record_boxes is not None:
-        w, h = original_size
-        sx, sy = s / w, s / h
-        for x1, y1, x2, y2 in record_boxes[: settings.max_regions - 1]:
-            boxes.append([
-                min(max(x1 * sx, 0.0), s), min(max(y1 * sy, 0.0), s),
-                min(max(x2 * sx, 0.0), s), min(max(y2 * sy, 0.0), s),
-            ])
-    elif settings.max_regions > 1 and settings.grid_size > 0:
-        step = s / settings.grid_size
-        grid = [
-            [c * step, r * step, (c + 1) * step, (r + 1) * step]
-            for r in range(settings.grid_size)
-            for c in range(settings.grid_size)
-        ]
-        boxes += grid[: settings.max_regions - 1]
-    return np.asarray(boxes, dtype=np.float32)
-
-
-def load_record_image(record: ImageTextRecord) -> Image.Image:
-    """A record's image as upright RGB: from its `image_source` when it has one (an image
-    stored inside a data file), else from `image_path`. Raises DataError naming it."""
-    source = getattr(record, "image_source", None)
-    return source.load() if source is not None else load_image(record.image_path)
-
-
 def prepare_image(record: ImageTextRecord, settings: ImageSettings) -> tuple[torch.Tensor, np.ndarray]:
-    """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8.
-    Image files go through `load_image_resized` (no full-size copy; large JPEGs decoded at
-    a reduced scale)."""
-    s = settings.image_size
-    if getattr(record, "image_source", None) is None:
-        image, size = load_image_resized(record.image_path, s)
-    else:
-        image = load_record_image(record)
-        size = image.size
-        if size != (s, s):
-            image = image.resize((s, s), Image.BILINEAR, reducing_gap=None)
-    boxes = region_boxes(record.boxes, size, settings)
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-    return pixels, boxes
+    """Decode, resize to the square input size, and place the boxes: (3, S, S) uint8
+    (`prepare.prepare_image_array`, which the onnxruntime path shares)."""
+    pixels, boxes = prepare_image_array(record, settings)
+    return torch.from_numpy(pixels).permute(2, 0, 1), boxes
 
 
 def tokenize_all(tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 4096) -> list[list[int]]:
