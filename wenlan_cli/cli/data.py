@@ -24,7 +24,8 @@ def synth(
     boxes per image) in the AIC-ICC release layout."""
     from rich.progress import Progress
 
-    from ..data.synthetic import max_unique_scenes, write_synthetic_dataset
+    from ..data.synth_folder import write_synthetic_folder
+    from ..data.synthetic import max_unique_scenes
     from ..errors import UsageError
 
     for name, value in (("train", train), ("val", val), ("test", test)):
@@ -34,12 +35,10 @@ def synth(
         raise UsageError("--image-size must be at least 32.")
     if val + test > max_unique_scenes() // 2:
         raise UsageError(f"--val + --test may be at most {max_unique_scenes() // 2} (distinct scenes).")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UsageError(f"{out_dir} exists and is not empty; choose a new folder.")
     with Progress(transient=True) as progress:
         task = progress.add_task("writing images", total=train + val + test)
-        write_synthetic_dataset(
+        write_synthetic_folder(
             out_dir, train=train, val=val, test=test, seed=seed, image_size=image_size,
-            progress=lambda: progress.advance(task),
+            progress=lambda: progress.advance(task), log=lambda message: progress.console.print(message, markup=False, highlight=False),
         )
     typer.echo(f"Wrote {train} train / {val} val / {test} test images to {out_dir} (AIC-ICC layout).")

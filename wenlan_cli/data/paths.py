@@ -56,8 +56,9 @@ _DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
 class InsideResolver:
     """`resolve_inside` for many paths under one root (the root is resolved once)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, what: str = "image path"):
         self.root = Path(root)
+        self.what = what  # what the paths are, in messages ("image path", "manifest path")
         self.root_real = os.path.realpath(self.root)
         self._root_path = Path(self.root_real)
 
@@ -65,7 +66,7 @@ class InsideResolver:
         """See `resolve_inside`."""
         if not isinstance(relative, str):
             raise DataError(
-                f"{source}: the image path must be a string, got {type(relative).__name__} "
+                f"{source}: the {self.what} must be a string, got {type(relative).__name__} "
                 f"{quote_value(relative)}."
             )
         plain = not ("/" in relative or "\\" in relative or "\x00" in relative or relative.startswith("."))
@@ -76,24 +77,34 @@ class InsideResolver:
         self._check_symlinks(parts, relative, source)
         return Path(os.path.join(self.root_real, *parts))
 
+    def check_written(self, relative: str, source: str) -> str:
+        """The checks of `resolve` that need no file system (type, empty, NUL, absolute,
+        '..'); returns the normalised relative path. For many paths checked before any
+        of them is opened; `resolve` adds the symlink check when one is."""
+        if not isinstance(relative, str):
+            raise DataError(
+                f"{source}: the {self.what} must be a string, got {type(relative).__name__} {quote_value(relative)}."
+            )
+        return "/".join(self._normalise(relative, source))
+
     def _normalise(self, relative: str, source: str) -> list[str]:
         if not relative.strip():
-            raise DataError(f"{source}: the image path is empty.")
+            raise DataError(f"{source}: the {self.what} is empty.")
         if "\x00" in relative:
-            raise DataError(f"{source}: the image path {quote_value(relative)} contains a NUL byte.")
+            raise DataError(f"{source}: the {self.what} {quote_value(relative)} contains a NUL byte.")
         # Windows separators count as separators for the escape check, so a
         # file written on Windows cannot climb out either.
         unified = relative.replace("\\", "/")
         if unified.startswith("/") or _DRIVE.match(unified):
             raise DataError(
-                f"{source}: the image path {quote_value(relative)} is absolute; "
+                f"{source}: the {self.what} {quote_value(relative)} is absolute; "
                 f"it must be relative to {self.root}."
             )
         normal = posixpath.normpath(unified)
         if normal == ".." or normal.startswith("../"):
-            raise DataError(f"{source}: the image path {quote_value(relative)} leaves {self.root} through '..'.")
+            raise DataError(f"{source}: the {self.what} {quote_value(relative)} leaves {self.root} through '..'.")
         if normal == ".":
-            raise DataError(f"{source}: the image path {quote_value(relative)} names the folder {self.root} itself.")
+            raise DataError(f"{source}: the {self.what} {quote_value(relative)} names the folder {self.root} itself.")
         return normal.split("/")
 
     def _check_symlinks(self, parts: list[str], relative: str, source: str) -> None:
@@ -107,18 +118,18 @@ class InsideResolver:
                 return  # nothing further exists, so nothing further can be a link
             except UnicodeEncodeError:
                 raise DataError(
-                    f"{source}: the image path {quote_value(relative)} cannot be encoded as a file name."
+                    f"{source}: the {self.what} {quote_value(relative)} cannot be encoded as a file name."
                 ) from None
             except OSError as exc:
                 raise DataError(
-                    f"{source}: the image path {quote_value(relative)} cannot be checked "
+                    f"{source}: the {self.what} {quote_value(relative)} cannot be checked "
                     f"({exc.strerror or exc})."
                 ) from None
             if stat.S_ISLNK(info.st_mode):
                 target = Path(os.path.realpath(current))
                 if target != self._root_path and self._root_path not in target.parents:
                     raise DataError(
-                        f"{source}: the image path {quote_value(relative)} is a symlink that "
+                        f"{source}: the {self.what} {quote_value(relative)} is a symlink that "
                         f"resolves outside {self.root_real} (to {target})."
                     )
                 # Later components are looked up through the link; any of

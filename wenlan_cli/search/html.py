@@ -81,10 +81,22 @@ def render_html(results: Sequence[QueryResult], title: str = "wenlan search", si
 
 
 def write_html(results: Sequence[QueryResult], path: str | Path, title: str = "wenlan search", size: int = 160) -> Path:
-    """Write the page (to a temporary file, then renamed into place)."""
+    """Write the page (to a temporary file, then renamed into place; the temporary file
+    is removed on every failure, e.g. when `path` is a folder).
+
+    Raises UsageError when `path` is an existing folder."""
+    from ..errors import UsageError
+
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--html {path} is a folder; give a file name such as results.html.")
+    page = render_html(results, title, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(render_html(results, title, size), encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(page, encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.paths import InsideResolver, quote_value
 from ..data.records import ImageTextRecord
 from ..encode import collect_image_paths, encode_images
 from ..errors import CheckpointError, DataError, UsageError
@@ -87,6 +88,7 @@ class ImageIndex:
     hash_contents: bool = False
     skipped: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    _inside: InsideResolver | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,8 +98,15 @@ class ImageIndex:
         return int(self.vectors.shape[1])
 
     def file(self, row: int) -> Path:
-        """The image file of row `row` (images folder / manifest path)."""
-        return self.images_dir / self.rows[row].path
+        """The image file of row `row` (images folder / manifest path).
+
+        Raises DataError naming the manifest row when the path, through a symlink,
+        resolves outside the images folder: an index is data from elsewhere."""
+        if self._inside is None:
+            self._inside = InsideResolver(self.images_dir, "manifest path")
+        path = self.rows[row].path
+        self._inside.resolve(path, f"the index {self.directory} row {row + 1}")
+        return self.images_dir / path
 
 
 @dataclass
@@ -198,13 +207,16 @@ def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
     if info.get("version") != VERSION:
         raise DataError(f"{directory / INDEX_FILE} has index version {info.get('version')!r}; this wenlan reads version {VERSION}.")
     try:
-        vectors_path = directory / info["vectors"]
-        manifest_path = directory / info["manifest"]
+        vectors_name, manifest_name = info["vectors"], info["manifest"]
         count, dim = int(info["count"]), int(info["dim"])
         checkpoint = dict(info["checkpoint"])
-        images_dir = Path(info["images_dir"])
+        images_dir = _images_dir_of(info, directory)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{directory / INDEX_FILE} lacks or garbles the field {exc}.") from None
+    # index.json is data from elsewhere: the files it names must lie in the index folder.
+    inside = InsideResolver(directory, "file name")
+    vectors_path = inside.resolve(vectors_name, f"{directory / INDEX_FILE} field 'vectors'")
+    manifest_path = inside.resolve(manifest_name, f"{directory / INDEX_FILE} field 'manifest'")
     try:
         vectors = np.load(vectors_path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
@@ -216,6 +228,7 @@ def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
             f"{vectors_path} holds {vectors.dtype} {vectors.shape}, but {INDEX_FILE} says float32 {(count, dim)}."
         )
     rows: list[IndexRow] = []
+    rows_inside = InsideResolver(images_dir, "manifest path")
     number = 0
     try:
         with open(manifest_path, encoding="utf-8") as handle:
@@ -223,7 +236,8 @@ def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
                 if not line.strip():
                     continue
                 item = json.loads(line)
-                rows.append(IndexRow(item["path"], int(item["size"]), int(item["mtime_ns"]), item.get("sha256")))
+                path = rows_inside.check_written(item["path"], f"{manifest_path} line {number}")
+                rows.append(IndexRow(path, int(item["size"]), int(item["mtime_ns"]), item.get("sha256")))
     except FileNotFoundError:
         raise DataError(f"{manifest_path} is missing; the index {directory} is damaged (rebuild it with --rebuild).") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -234,6 +248,26 @@ def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
         directory=directory, images_dir=images_dir, vectors=vectors, rows=rows, checkpoint=checkpoint,
         hash_contents=bool(info.get("hash_contents", False)), skipped=list(info.get("skipped", [])), info=info,
     )
+
+
+def _images_dir_of(info: dict, directory: Path) -> Path:
+    """The images folder that index.json records: an absolute path (as `update_index` writes it)."""
+    value = info["images_dir"]
+    if not isinstance(value, str) or not value or "\x00" in value or not os.path.isabs(value):
+        raise DataError(
+            f"{directory / INDEX_FILE} field 'images_dir' must be the absolute path of the images folder, "
+            f"not {quote_value(value)}."
+        )
+    return Path(value)
+
+
+def recorded_images_dir(index_dir: str | Path) -> Path | None:
+    """The images folder an index records, or None when its index.json cannot say
+    (`load_index` then reports why)."""
+    try:
+        return _images_dir_of(load_index_info(index_dir), Path(index_dir))
+    except (DataError, KeyError):
+        return None
 
 
 # --------------------------------------------------------------------------- writing
@@ -255,6 +289,25 @@ def _locked(directory: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _discard_failed_start(directory: Path, created: bool):
+    """When a run that would write the first index.json of `directory` fails, remove
+    what it wrote (generation files, the lock file) and the folder if it made it, so a
+    failed first `wenlan index` leaves no folder that looks like a broken index."""
+    fresh = not (directory / INDEX_FILE).exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and not (directory / INDEX_FILE).exists():
+            _remove_stale(directory, keep=set())
+            with contextlib.suppress(OSError):
+                (directory / _LOCK_FILE).unlink()
+            if created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when nothing else is there
+        raise
 
 
 def _fsync(path: Path) -> None:
@@ -368,8 +421,9 @@ def update_index(
         if extra:
             raise UsageError(f"--out {index_dir} is a folder that is not a wenlan index (it holds {extra[0]!r}); "
                              "give a new or empty folder.")
+    created = not index_dir.exists()
     index_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(index_dir):
+    with _locked(index_dir), _discard_failed_start(index_dir, created):
         previous = None
         if not rebuild and (index_dir / INDEX_FILE).exists():
             try:

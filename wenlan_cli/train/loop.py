@@ -256,13 +256,16 @@ class Pretrainer:
     def run(self) -> RunResult:
         from ..report.tensorboard import MetricsWriter
 
-        if self.ctx.is_main:
-            self.metrics_writer = MetricsWriter(self.out)
-        try:
-            return self._run()
-        finally:
-            if self.metrics_writer is not None:
-                self.metrics_writer.close()
+        from .run_dir import discard_failed_start
+
+        with discard_failed_start(self.out, enabled=self.ctx.is_main):
+            if self.ctx.is_main:
+                self.metrics_writer = MetricsWriter(self.out)
+            try:
+                return self._run()
+            finally:
+                if self.metrics_writer is not None:
+                    self.metrics_writer.close()
 
     def _run(self) -> RunResult:
         cfg, ctx = self.cfg, self.ctx
