@@ -69,6 +69,13 @@ def classify(
         raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
     if csv_out is not None and json_out is not None and str(csv_out) == "-" and str(json_out) == "-":
         raise UsageError("--csv - and --json - cannot both write to stdout.")
+    from ..output_paths import check_outputs, checkpoint_input, file_input, path_input
+
+    check_outputs(
+        [("--csv", csv_out), ("--json", json_out)],
+        [*(i for p in images for i in path_input("IMAGES", p)), *file_input("--labels", labels),
+         *checkpoint_input("--checkpoint", checkpoint)],
+    )
     templates = zs.check_templates(template)
     if evaluate:
         if len(images) != 1 or not images[0].is_dir():

@@ -21,6 +21,10 @@ def brivl(
     """Convert the released BriVL-1.0 weights (torch.load(...)['learnable']) into a wenlan
     checkpoint directory that every command accepts."""
     from ..convert import convert_brivl
+    from ..output_paths import check_outputs, file_input, path_input
 
+    model_file = model if Path(model).is_file() else None
+    check_outputs([("OUT_DIR", out_dir)], [*file_input("CHECKPOINT", checkpoint), *path_input("--tokenizer", tokenizer),
+                                          *file_input("--model", model_file)])
     path = convert_brivl(checkpoint, out_dir, model=model, tokenizer=tokenizer, image_size=image_size)
     typer.echo(f"Wrote {path}")

@@ -53,6 +53,13 @@ def encode(
         raise UsageError("refusing to write binary .npy data to a terminal; pass -o FILE.npy or redirect stdout.")
     if precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
+
+    check_outputs(
+        [("--output", output), ("--manifest", manifest or (output.with_suffix(".manifest.json") if output is not None else None))],
+        [*(i for p in paths or [] for i in path_input("PATHS", p)), *file_input("--texts", texts),
+         *checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)],
+    )
     if output is not None and output.suffix != ".npy":
         raise UsageError(f"--output {output} should end in .npy.")
 

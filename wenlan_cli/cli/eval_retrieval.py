@@ -40,6 +40,9 @@ def eval_retrieval(
 
     if precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    from ..output_paths import check_outputs, checkpoint_input, folder_input
+
+    check_outputs([("--output", output)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
     options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
     records = load_records(dataset, data_dir, split, **options)
     if not records:

@@ -36,6 +36,9 @@ def index(
         raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}.")
+    from ..output_paths import check_outputs, checkpoint_input, folder_input
+
+    check_outputs([("--out", out)], [*folder_input("IMAGES_DIR", images_dir), *checkpoint_input("--checkpoint", checkpoint)])
     err = Console(stderr=True)
     n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
     progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

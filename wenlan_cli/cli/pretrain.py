@@ -71,7 +71,27 @@ def pretrain(
 
         raise typer.Exit(launch_torchrun(nproc))
     cfg = build_train_config(file_options, options, where=str(config) if config else "options")
+    check_run_out(cfg, config)
     run_pretrain(cfg)
+
+
+def check_run_out(cfg, config: Path | None) -> None:
+    """--out must not overwrite what the run reads (see wenlan_cli.output_paths). A
+    --resume checkpoint counts by its checkpoint folders, so --out may be the run
+    directory that holds it (continuing a run where it was)."""
+    from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
+
+    def existing(value):
+        return value if isinstance(value, str) and Path(value).exists() else None
+
+    resume = cfg.resume if cfg.resume and cfg.resume != "auto" else None
+    check_outputs([("--out", cfg.out)], [
+        *file_input("--config", config), *file_input("--model", existing(cfg.model)),
+        *folder_input("--data-dir", cfg.data_dir),
+        *(item for item in checkpoint_input("--resume", resume) if item.folder),
+        *path_input("--image-weights", existing(cfg.image_weights)),
+        *path_input("--text-weights", existing(cfg.text_weights)),
+    ])
 
 
 def run_pretrain(cfg) -> None:

@@ -38,6 +38,14 @@ def search(
         raise UsageError('give a text query (wenlan search "红色的汽车" --index DIR) or --image FILE.')
     if k < 1:
         raise UsageError(f"-k must be at least 1, not {k}.")
+    from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input
+    from ..search.index import recorded_images_dir
+
+    check_outputs(
+        [("--html", html_out)],
+        [*folder_input("--index", index), *folder_input("the index's images folder", recorded_images_dir(index)),
+         *(i for p in images for i in file_input("--image", p)), *checkpoint_input("--checkpoint", checkpoint)],
+    )
     err = Console(stderr=True)
     if use_faiss:
         from ..search.topk import require_faiss

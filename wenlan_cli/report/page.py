@@ -257,6 +257,11 @@ def write_report(
         raise UsageError(f"--top-k must be at least 1, not {top_k}.")
     run = read_run(run_dir)
     out = Path(output) if output is not None else run.path / "report.html"
+    from ..output_paths import check_outputs, folder_input, run_input
+
+    data_dir = run.config.get("data_dir") if examples else None
+    check_outputs([("--output", out)], [*run_input("RUN_DIR", run.path),
+                                        *folder_input("the run's --data-dir", data_dir if isinstance(data_dir, str) else None)])
     if out.exists() and out.is_dir():
         raise UsageError(f"--output {out} is a folder; give a file name such as report.html.")
     say = log or (lambda message: None)

@@ -116,8 +116,11 @@ def finetune_caption(
     best checkpoint and writes them to OUT/scores.json."""
     from rich.console import Console
 
+    from wenlan_cli.output_paths import check_outputs, checkpoint_input, folder_input
+
     from .finetune import CaptionFinetuner, FinetuneConfig
 
+    check_outputs([("--out", out)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
     cfg = FinetuneConfig(
         checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, out=out, eval_split=eval_split, steps=steps,
         epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr, weight_decay=weight_decay, warmup=warmup,
@@ -198,6 +201,13 @@ def caption(
         raise UsageError("--scores-output needs --score.")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
+    from wenlan_cli.output_paths import check_outputs, checkpoint_input, folder_input, path_input
+
+    check_outputs(
+        [("--output", output), ("--scores-output", scores_output)],
+        [*(i for p in images or [] for i in path_input("IMAGES", p)), *checkpoint_input("--checkpoint", checkpoint),
+         *folder_input("--data-dir", data_dir)],
+    )
     err = Console(stderr=True, soft_wrap=True)
     if dataset is not None:
         from wenlan_cli.data.sources import load_records
@@ -270,8 +280,11 @@ def score(
     pycocoevalcap's PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; plus sacreBLEU (zh)."""
     import warnings
 
+    from wenlan_cli.output_paths import check_outputs, file_input
+
     from .scoring import ScoringWarning, score_files
 
+    check_outputs([("--output", output)], [*file_input("--pred", pred), *file_input("--ref", ref)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ScoringWarning)
         result = score_files(pred, ref, meteor=meteor, workers=workers)
