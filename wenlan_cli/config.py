@@ -222,7 +222,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup: int = 200
+    # Learning-rate warm-up steps; None: 10 % of the run, at most 2,000 (train/budget.py).
+    warmup: int | None = None
     grad_clip: float = 1.0
     # Override the model config's contrastive settings when given.
     queue_size: int | None = None
@@ -231,8 +232,9 @@ class TrainConfig:
     loss: str | None = None
     mask_false_negatives: bool | None = None
     # moco: the first N steps take the in-batch loss while the queues fill (towers trained
-    # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch).
-    queue_warmup: int = 0
+    # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch). "auto":
+    # none with --pretrained, else train/budget.py's auto_queue_warmup.
+    queue_warmup: int | str = "auto"
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
@@ -242,6 +244,9 @@ class TrainConfig:
     keep: int = 2
     log_every: int = 10
     max_time: float | None = None
+    # Plan the number of steps so warm-up and decay end after this long ("10m", "1.5h",
+    # seconds); measured from the first steps' speed, kept on resume.
+    time_budget: str | float | None = None
     resume: str | None = None
     precision: str = "fp32"
     grad_checkpointing: bool = False
@@ -274,14 +279,30 @@ class TrainConfig:
             raise UsageError("--steps must be at least 1.")
         if self.epochs is not None and self.epochs <= 0:
             raise UsageError("--epochs must be positive.")
-        if self.queue_warmup < 0:
-            raise UsageError("--queue-warmup must be 0 or more steps.")
+        self.queue_warmup = _queue_warmup_value(self.queue_warmup)
+        if self.time_budget is not None:
+            from .durations import parse_duration
+
+            parse_duration(self.time_budget)
+            if self.steps is not None or self.epochs is not None:
+                raise UsageError("give --time-budget or --steps/--epochs, not both.")
         if self.lr <= 0:
             raise UsageError("--lr must be positive.")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UsageError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}.")
         if self.loss is not None and self.loss not in ("moco", "clip"):
             raise UsageError(f"--loss must be moco or clip, not {self.loss!r}.")
+
+
+def _queue_warmup_value(value: int | str) -> int | str:
+    """--queue-warmup as given: "auto" or a whole number of steps (a string from the CLI)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise UsageError(f"--queue-warmup must be auto or 0 or more steps, not {value!r}.")
 
 
 def load_train_config_file(path: str | Path) -> dict:

@@ -52,10 +52,8 @@ from .distributed import (
 from .optim import adamw
 from .progress import TrainingProgress
 from .rng import restore_rng_state, rng_state, seed_everything
-from .schedule import warmup_cosine_scheduler
-
-# Steps of the default synthetic run (tuned so `make demo` trains in under 10 minutes on 2 CPU cores).
-DEFAULT_SYNTH_STEPS = 2000
+from .budget import PRETRAIN_RULE, LossWatch, StepTimer, TrainingPlan, build_plan, estimate_line, plan_warnings, steps_in_budget
+from .schedule import warmup_cosine
 
 
 @dataclass
@@ -130,6 +128,13 @@ class Pretrainer:
         self.metrics_lines: list[str] = []
         self.skipped_images = 0
         self.metrics_writer = None
+        # The clock of the time budget and the speed estimate (tests drive it by hand).
+        self.clock = time.monotonic
+        # Steps skipped, then steps timed, to measure the speed (fewer in tests).
+        self.speed_steps = (2, 10)
+        self.plan: TrainingPlan | None = None
+        self.restored_plan: dict | None = None
+        self.warnings: list[str] = []
 
     # Set-up -----------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -162,15 +167,36 @@ class Pretrainer:
             return load_pretrained_tokenizer(model_config.text.hf_name, model_config.text.trust_remote_code)
         return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
 
-    def total_steps(self, batches_per_epoch: int) -> int:
+    def make_plan(self, batches_per_epoch: int, model_config: ModelConfig, total: int | None = None, seconds_per_step: float | None = None) -> TrainingPlan:
+        """The run's steps and warm-ups from its options and the data size (train/budget.py)."""
+        from ..durations import parse_duration
+
         cfg = self.cfg
-        if cfg.steps is not None:
-            return cfg.steps
-        if cfg.epochs is not None:
-            return max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.accum_steps))
-        if cfg.dataset == "synth":
-            return DEFAULT_SYNTH_STEPS
-        return max(1, batches_per_epoch // cfg.accum_steps)
+        return build_plan(
+            PRETRAIN_RULE, batches_per_epoch=batches_per_epoch, steps=cfg.steps, epochs=cfg.epochs,
+            accum_steps=cfg.accum_steps, warmup=cfg.warmup, queue_warmup=cfg.queue_warmup, pretrained=cfg.pretrained,
+            loss=model_config.loss, queue_size=model_config.queue_size, global_batch=cfg.batch_size * self.ctx.world_size,
+            time_budget=parse_duration(cfg.time_budget) if cfg.time_budget is not None else None,
+            total=total, seconds_per_step=seconds_per_step,
+        )
+
+    def warn(self, message: str) -> None:
+        """Print a warning once."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.log(f"[yellow]warning:[/yellow] {message}")
+
+    def announce_plan(self, model_config: ModelConfig, images: int) -> None:
+        cfg, plan = self.cfg, self.plan
+        self.log(plan.describe(queue=model_config.loss == "moco"))
+        for message in plan_warnings(
+            plan, PRETRAIN_RULE, images=images, queue_size=model_config.queue_size if model_config.loss == "moco" else None,
+            global_batch=cfg.batch_size * self.ctx.world_size, warmup_given=cfg.warmup is not None,
+            queue_warmup_given=cfg.queue_warmup != "auto",
+        ):
+            if plan.source == "--time-budget" and plan.seconds_per_step is None and "is short for" in message:
+                continue  # the provisional plan: judged once the speed is measured
+            self.warn(message)
 
     def check_queue(self, model_config: ModelConfig) -> None:
         if model_config.loss != "moco":
@@ -211,6 +237,7 @@ class Pretrainer:
             "skipped_images": self.skipped_images,
             "train_config": dataclasses.asdict(self.cfg),
             "world_size": self.ctx.world_size,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
         }
         info = {
             "step": step,
@@ -297,12 +324,15 @@ class Pretrainer:
 
         caption_counts = [len(r.captions) for r in train_records]
         probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
-        total = self.total_steps(probe.batches_per_epoch)
-        scheduler = warmup_cosine_scheduler(optimizer, min(cfg.warmup, max(0, total - 1)), total)
+        self.plan = self.make_plan(probe.batches_per_epoch, model_config)
+        # The schedule reads the plan at every step, so a time budget can set it after measuring.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, self.plan.warmup, self.plan.total))
 
         step = 0
         if resume_dir is not None:
             step = self.restore(resume_dir, model, optimizer, scheduler)
+            if self.restored_plan and cfg.steps is None and cfg.epochs is None:
+                self.plan = TrainingPlan.from_dict(self.restored_plan)  # a resume keeps the run's plan
             if self.metrics_writer is not None:
                 self.metrics_writer.purge_step = step + 1
             self.log(f"Resumed from {resume_dir} at step {step}.")
@@ -340,18 +370,22 @@ class Pretrainer:
         if ctx.distributed and model.uses_queues and (cfg.shuffle_bn or (cfg.shuffle_bn is None and has_batchnorm(model.image_encoder))):
             self.key_shuffle = KeyBatchShuffle(ctx, cfg.seed)
             self.key_shuffle.step = step * cfg.accum_steps
+        total = self.plan.total
         self.log(
             f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {len(train_records):,} "
             f"images for {total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {model_config.loss}, "
             f"device {ctx.device}."
         )
+        self.announce_plan(model_config, len(train_records))
         stop_reason = None
         start_time = time.monotonic()
+        timer = StepTimer(step, self.clock(), skip=self.speed_steps[0], measure=self.speed_steps[1])
+        watch = LossWatch(hint="try another --lr (or, with the queue loss on towers from scratch, --queue-warmup or --loss clip)")
         with StopRequest() as stop, self.progress(total, step) as progress:
             batches = iter(loader)
             window_start, window_pairs = time.monotonic(), 0
             while step < total:
-                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler, in_batch=step < cfg.queue_warmup)
+                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler, in_batch=step < self.plan.queue_warmup)
                 scheduler.step()
                 step += 1
                 window_pairs += pairs * ctx.world_size
@@ -361,6 +395,8 @@ class Pretrainer:
                     kept = f" the last good checkpoint, {last}, is kept" if last else " no checkpoint had been written yet"
                     raise TrainingError(f"the loss became {loss_value} at step {step}; training stopped and{kept}.")
                 lr = optimizer.param_groups[0]["lr"]
+                total = self.after_step(step, loss_value, timer, watch, model_config, probe.batches_per_epoch, len(train_records), resume_dir is not None)
+                progress.set_total(total)
                 if step % cfg.log_every == 0 or step == total:
                     elapsed = time.monotonic() - window_start
                     rate = window_pairs / elapsed if elapsed > 0 else 0.0
@@ -388,6 +424,25 @@ class Pretrainer:
             (self.out / "recall.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         barrier(ctx)
         return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
+
+    def after_step(self, step: int, loss: float, timer: StepTimer, watch: LossWatch, model_config, batches_per_epoch: int, images: int, resumed: bool) -> int:
+        """Speed estimate, time-budget planning and the stuck-loss warning; the run's total."""
+        seconds_per_step = timer.observe(step, self.clock())
+        if seconds_per_step is not None:
+            # Every process plans with the same (averaged) figures, so all stop at the same step.
+            seconds_per_step = all_reduce_mean(seconds_per_step, self.ctx, self.ctx.device)
+            elapsed = all_reduce_mean(self.clock() - timer.start_time, self.ctx, self.ctx.device)
+            if self.plan.source == "--time-budget" and self.plan.seconds_per_step is None:
+                total = steps_in_budget(self.plan.time_budget, step=step, elapsed=elapsed, seconds_per_step=seconds_per_step)
+                self.plan = self.make_plan(batches_per_epoch, model_config, total=total, seconds_per_step=seconds_per_step)
+                self.log(f"Time budget: {seconds_per_step:.3f} s/step measured over the first steps.")
+                self.announce_plan(model_config, images)
+            self.log(estimate_line(self.plan, step, seconds_per_step))
+        if not resumed:
+            message = watch.update(step, loss, self.plan.total, begin=self.plan.queue_warmup)
+            if message:
+                self.warn(message)
+        return self.plan.total
 
     def train_step(self, ddp_model, model, batches, optimizer, scaler, in_batch: bool = False) -> tuple[float, int]:
         cfg, ctx = self.cfg, self.ctx
@@ -460,6 +515,7 @@ class Pretrainer:
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         self.skipped_images = int(state.get("skipped_images", 0))
+        self.restored_plan = state.get("plan")
         if self.ctx.is_main:
             metrics_file = resume_dir / "metrics.jsonl"
             self.metrics_lines = metrics_file.read_text(encoding="utf-8").splitlines(keepends=True) if metrics_file.exists() else []

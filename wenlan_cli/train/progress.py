@@ -42,6 +42,12 @@ class TrainingProgress:
     def __exit__(self, *exc):
         return self._progress.__exit__(*exc)
 
+    def set_total(self, total: int) -> None:
+        """A new planned total (a time budget decides it after the first steps)."""
+        if total != self.total:
+            self.total = total
+            self._progress.update(self._task, total=total)
+
     def update(self, step: int, loss: float, lr: float, rate: float) -> None:
         if not self.enabled:
             return

@@ -30,6 +30,7 @@ from wenlan_cli.data.pipeline import (
 )
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, TrainingError, UsageError
+from wenlan_cli.train.budget import CAPTION_RULE, LossWatch, StepTimer, build_plan, estimate_line, plan_warnings, steps_in_budget
 from wenlan_cli.train.optim import adamw
 from wenlan_cli.train.progress import TrainingProgress
 
@@ -37,10 +38,6 @@ from .decoding import DecodeOptions
 from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
 from .model import CaptionModel, HeadConfig, configure_tower, count_trainable, tower_is_frozen
 
-# The synthetic default run (no --steps/--epochs), about 8 minutes on 2 CPU cores: CIDEr
-# passes 150 well before, but shapes, the hardest attribute to see at 96 px, keep improving
-# to the end (object groups with the right shape: about 40 % after 750 steps, 91 % after 2400).
-DEFAULT_SYNTH_STEPS = 2400
 # Cache the frozen tower's region sequences when they take at most this many bytes.
 FEATURE_CACHE_LIMIT = 4 * 2**30
 
@@ -62,7 +59,8 @@ class FinetuneConfig:
     # Learning rate of the tower's trainable weights (default: lr / 2).
     tower_lr: float | None = None
     weight_decay: float = 0.01
-    warmup: int = 100
+    # None: CAPTION_RULE's share of the run (100 of the 2,400 steps the rule gives small sets).
+    warmup: int | None = None
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
     # Validate every N steps (0: only at the end; None: four times per run).
@@ -91,6 +89,8 @@ class FinetuneConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
     log_every: int = 10
     max_time: float | None = None
+    # Plan the steps so warm-up and decay end after this long ("10m", "1.5h", seconds).
+    time_budget: str | float | None = None
     # Score METEOR in the final validation (periodic validations leave it out: it is slow).
     meteor: bool = True
     # Cache the frozen tower's region sequences in memory (None: when they fit FEATURE_CACHE_LIMIT).
@@ -124,6 +124,14 @@ class FinetuneConfig:
             raise UsageError("--steps must be at least 1.")
         if self.epochs is not None and self.epochs <= 0:
             raise UsageError("--epochs must be positive.")
+        if self.time_budget is not None:
+            from wenlan_cli.durations import parse_duration
+
+            parse_duration(self.time_budget)
+            if self.steps is not None or self.epochs is not None:
+                raise UsageError("give --time-budget or --steps/--epochs, not both.")
+        if self.warmup is not None and self.warmup < 0:
+            raise UsageError("--warmup must be 0 or more steps.")
         for name in ("batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
@@ -161,6 +169,10 @@ class CaptionFinetuner:
         self.out = Path(cfg.out)
         self.metrics_lines: list[str] = []
         self.skipped_images = 0
+        self.warnings: list[str] = []
+        # The clock of the time budget and the speed estimate (tests drive it by hand).
+        self.clock = time.monotonic
+        self.plan = None
 
     def log(self, message: str) -> None:
         self.console.print(message, soft_wrap=True)
@@ -228,15 +240,28 @@ class CaptionFinetuner:
         config.validate()
         return config
 
-    def total_steps(self, batches_per_epoch: int) -> int:
+    def make_plan(self, batches_per_epoch: int, total: int | None = None, seconds_per_step: float | None = None):
+        """Steps and warm-up from the options and the data size (wenlan_cli/train/budget.py)."""
+        from wenlan_cli.durations import parse_duration
+
         cfg = self.cfg
-        if cfg.steps is not None:
-            return cfg.steps
-        if cfg.epochs is not None:
-            return max(1, math.ceil(cfg.epochs * batches_per_epoch))
-        if cfg.dataset == "synth":
-            return DEFAULT_SYNTH_STEPS
-        return max(1, batches_per_epoch)
+        return build_plan(
+            CAPTION_RULE, batches_per_epoch=batches_per_epoch, steps=cfg.steps, epochs=cfg.epochs, warmup=cfg.warmup,
+            time_budget=parse_duration(cfg.time_budget) if cfg.time_budget is not None else None,
+            total=total, seconds_per_step=seconds_per_step,
+        )
+
+    def announce_plan(self, plan, images: int) -> None:
+        self.log(plan.describe(queue=False))
+        for message in plan_warnings(plan, CAPTION_RULE, images=images, warmup_given=self.cfg.warmup is not None):
+            if plan.source == "--time-budget" and plan.seconds_per_step is None and "is short for" in message:
+                continue  # the provisional plan: judged once the speed is measured
+            self.warn(message)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.log(f"[yellow]warning:[/yellow] {message}")
 
     def make_optimizer(self, model: CaptionModel):
         cfg = self.cfg
@@ -289,7 +314,7 @@ class CaptionFinetuner:
         from wenlan_cli.loading import load_checkpoint
         from wenlan_cli.train.distributed import pick_device
         from wenlan_cli.train.rng import seed_everything
-        from wenlan_cli.train.schedule import warmup_cosine_scheduler
+        from wenlan_cli.train.schedule import warmup_cosine
 
         cfg = self.cfg
         device = pick_device(cfg.device)
@@ -334,10 +359,12 @@ class CaptionFinetuner:
 
         caption_counts = [len(r.captions) for r in train_records]
         sampler = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed)
-        total = self.total_steps(sampler.batches_per_epoch)
+        self.plan = self.make_plan(sampler.batches_per_epoch)
+        total = self.plan.total
         eval_every = cfg.eval_every if cfg.eval_every is not None else max(1, math.ceil(total / 4))
         optimizer = self.make_optimizer(model)
-        scheduler = warmup_cosine_scheduler(optimizer, min(cfg.warmup, max(0, total - 1)), total)
+        # The schedule reads the plan at every step, so a time budget can set it after measuring.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, self.plan.warmup, self.plan.total))
         batches = self.batches(sampler, train_records, token_ids, settings, memory, memory_mask, head_config.pad_id, device)
         decode = cfg.decode_options()
         tower_params = count_trainable(model.image_encoder)
@@ -347,6 +374,7 @@ class CaptionFinetuner:
             f"{len(train_records):,} images for {total:,} steps, batch {cfg.batch_size}, device {device}; "
             f"validating on {len(val_records):,} {cfg.eval_split} images every {eval_every or total} steps."
         )
+        self.announce_plan(self.plan, len(train_records))
 
         self.best_cider = -math.inf
         self.best_scores: dict | None = None
@@ -363,6 +391,7 @@ class CaptionFinetuner:
         start = time.monotonic()
         model.train()
         model.image_encoder.eval()  # BatchNorm statistics and dropout of the tower stay fixed
+        timer, watch = StepTimer(0, self.clock()), LossWatch()
         with TrainingProgress(total, self.console, label="finetune-caption", unit="captions/s") as progress:
             window_start, window_items = time.monotonic(), 0
             while step < total:
@@ -373,6 +402,20 @@ class CaptionFinetuner:
                 window_items += size
                 if not math.isfinite(loss):
                     raise TrainingError(f"the loss became {loss} at step {step}; training stopped (try a lower --lr).")
+                seconds_per_step = timer.observe(step, self.clock())
+                if seconds_per_step is not None:
+                    if self.plan.source == "--time-budget":
+                        planned = steps_in_budget(self.plan.time_budget, step=step, elapsed=self.clock() - timer.start_time, seconds_per_step=seconds_per_step)
+                        self.plan = self.make_plan(sampler.batches_per_epoch, total=planned, seconds_per_step=seconds_per_step)
+                        total = self.plan.total
+                        eval_every = cfg.eval_every if cfg.eval_every is not None else max(1, math.ceil(total / 4))
+                        progress.set_total(total)
+                        self.log(f"Time budget: {seconds_per_step:.3f} s/step measured over the first steps.")
+                        self.announce_plan(self.plan, len(train_records))
+                    self.log(estimate_line(self.plan, step, seconds_per_step))
+                stuck = watch.update(step, loss, total)
+                if stuck:
+                    self.warn(stuck)
                 if step % cfg.log_every == 0 or step == total:
                     elapsed = time.monotonic() - window_start
                     rate = window_items / elapsed if elapsed > 0 else 0.0
