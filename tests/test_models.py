@@ -206,3 +206,15 @@ def test_queue_warmup_step_takes_the_in_batch_loss_and_still_returns_keys():
     assert torch.allclose(out.loss, 2 * clip_loss(image, text, config.temperature), atol=1e-6)
     assert out.image_keys.shape == out.text_keys.shape == (4, config.embed_dim)
     assert not torch.allclose(model(batch).loss, out.loss)
+
+
+def test_batchnorm_backbones_are_recognised_for_shuffle_bn():
+    import timm
+
+    from wenlan_cli.train.loop import has_batchnorm
+
+    model = create_model(small_config(), vocab_size=50)
+    assert has_batchnorm(model.image_encoder)  # test_efficientnet: timm's BatchNormAct2d, a BatchNorm2d
+    assert not has_batchnorm(model.text_encoder)  # LayerNorm only
+    assert has_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4)))
+    assert not has_batchnorm(timm.create_model("test_vit", num_classes=0))

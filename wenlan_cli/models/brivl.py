@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..config import ModelConfig
 from .image_encoder import ImageEncoder
@@ -69,13 +70,12 @@ class BriVL(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        """key = m * key + (1 - m) * query, for every parameter; buffers are copied."""
-        m = self.config.momentum
+        """key = m * key + (1 - m) * query, for every parameter; buffers are copied.
+        Through torch's public EMA update (`get_ema_multi_avg_fn`: one multi-tensor lerp
+        over each tower's parameters)."""
+        update = get_ema_multi_avg_fn(self.config.momentum)
         for online, target in self.momentum_pairs():
-            q_params = [p.detach() for p in online.parameters()]
-            k_params = list(target.parameters())
-            torch._foreach_mul_(k_params, m)
-            torch._foreach_add_(k_params, q_params, alpha=1.0 - m)
+            update(list(target.parameters()), [p.detach() for p in online.parameters()], None)
             for q_buf, k_buf in zip(online.buffers(), target.buffers()):
                 k_buf.copy_(q_buf)
 

@@ -541,8 +541,15 @@ class Pretrainer:
         return TrainingProgress(total, self.console, start=start, enabled=self.ctx.is_main)
 
 
+# torch's public BatchNorm classes (their common base class is private).
+_BATCHNORMS = (
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
+    torch.nn.LazyBatchNorm1d, torch.nn.LazyBatchNorm2d, torch.nn.LazyBatchNorm3d,
+)  # fmt: skip
+
+
 def has_batchnorm(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    return any(isinstance(m, _BATCHNORMS) for m in module.modules())
 
 
 def count_parameters(model: torch.nn.Module) -> int:
