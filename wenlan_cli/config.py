@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -106,6 +107,11 @@ class ModelConfig:
             raise UsageError("image.max_regions must be at least 1 (the whole-image box).")
         if self.text.hf_name is None and not self.text.bert_config:
             raise UsageError("text tower needs either text.hf_name or text.bert_config.")
+        for name, bound in MODEL_BOUNDS.items():
+            check_number(name, _dotted(self, name), *bound)
+        for key, bound in BERT_BOUNDS.items():
+            if key in self.text.bert_config:
+                check_number(f"text.bert_config.{key}", self.text.bert_config[key], *bound, integer=True)
         for tower in ("image", "text"):
             sub = getattr(self, tower)
             dim = sub.region_dim if tower == "image" else None
@@ -113,6 +119,78 @@ class ModelConfig:
                 raise UsageError(
                     f"image.region_dim ({dim}) must be divisible by image.encoder_heads ({sub.encoder_heads})."
                 )
+
+
+# Sane bounds of every numeric setting: (lowest, highest, lowest excluded, highest excluded).
+# None: unbounded on that side. A value outside (or NaN / infinite) is a UsageError naming
+# the field, before anything is allocated; sizes above these are typos, not models
+# (BriVL-large itself uses embed_dim 2048, image_size 456, region_dim 2048).
+Bound = tuple  # (low, high, low_open, high_open)
+MODEL_BOUNDS: dict[str, Bound] = {
+    "embed_dim": (1, 65536, False, False),
+    "queue_size": (1, 10_000_000, False, False),
+    "temperature": (0, 100, True, False),
+    "image.image_size": (16, 4096, False, False),
+    "image.pool_size": (1, 64, False, False),
+    "image.max_regions": (1, 1024, False, False),
+    "image.grid_size": (1, 64, False, False),
+    "image.region_dim": (1, 65536, False, False),
+    "image.trainable_blocks": (0, None, False, False),
+    "image.encoder_layers": (0, 256, False, False),
+    "image.encoder_heads": (1, 1024, False, False),
+    "image.encoder_ff_dim": (1, 262144, False, False),
+    "image.mlp_hidden_dim": (1, 262144, False, False),
+    "image.dropout": (0, 1, False, True),
+    "text.max_length": (1, 8192, False, False),
+    "text.trainable_layers": (0, None, False, False),
+    "text.encoder_layers": (0, 256, False, False),
+    "text.encoder_heads": (1, 1024, False, False),
+    "text.encoder_ff_dim": (1, 262144, False, False),
+    "text.mlp_hidden_dim": (1, 262144, False, False),
+    "text.dropout": (0, 1, False, True),
+}
+BERT_BOUNDS: dict[str, Bound] = {
+    "hidden_size": (1, 65536, False, False),
+    "num_hidden_layers": (1, 256, False, False),
+    "num_attention_heads": (1, 1024, False, False),
+    "intermediate_size": (1, 262144, False, False),
+    "max_position_embeddings": (1, 65536, False, False),
+    "type_vocab_size": (1, 1024, False, False),
+    "vocab_size": (1, 10_000_000, False, False),
+}
+
+
+def _dotted(obj, name: str):
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _show(number) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def check_number(
+    name: str, value, low=None, high=None, low_open: bool = False, high_open: bool = False, *, integer: bool = False
+) -> None:
+    """One rule for every numeric option or config field: a finite number within its
+    bounds (None passes: the setting is off or defaulted), else a UsageError naming it."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, not {value!r}.")
+    parts = []
+    if low is not None:
+        parts.append(f"above {_show(low)}" if low_open else f"at least {_show(low)}")
+    if high is not None:
+        parts.append(f"below {_show(high)}" if high_open else f"at most {_show(high)}")
+    wanted = " and ".join(parts) or "finite"
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number{' ' + wanted if parts else ''}, not {_show(value)}.")
+    if (low is not None and (value < low or (low_open and value == low))) or (
+        high is not None and (value > high or (high_open and value == high))
+    ):
+        raise UsageError(f"{name} must be {wanted}, not {_show(value)}.")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -295,6 +373,8 @@ class TrainConfig:
 
 
 def _queue_warmup_value(value: int | str) -> int | str:
+        for name, bound in TRAIN_BOUNDS.items():
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), *bound)
     """--queue-warmup as given: "auto" or a whole number of steps (a string from the CLI)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
@@ -308,6 +388,32 @@ def _queue_warmup_value(value: int | str) -> int | str:
 def load_train_config_file(path: str | Path) -> dict:
     """The options in a JSON or YAML file, keys as option names (dashes or underscores)."""
     path = Path(path)
+# The bounds of `wenlan pretrain`'s numeric options (and the same keys of --config files);
+# None in a field means "off" or "the default" and is not checked.
+TRAIN_BOUNDS: dict[str, Bound] = {
+    "steps": (1, None, False, False),
+    "epochs": (0, None, True, False),
+    "batch_size": (1, None, False, False),
+    "lr": (0, None, True, False),
+    "weight_decay": (0, None, False, False),
+    "warmup": (0, None, False, False),
+    "grad_clip": (0, None, False, False),
+    "queue_size": (1, 10_000_000, False, False),
+    "momentum": (0, 1, False, True),
+    "temperature": (0, 100, True, False),
+    "workers": (0, 256, False, False),
+    "eval_every": (0, None, False, False),
+    "save_every": (0, None, False, False),
+    "keep": (1, None, False, False),
+    "log_every": (1, None, False, False),
+    "max_time": (0, None, True, False),
+    "accum_steps": (1, None, False, False),
+    "synth_train": (1, None, False, False),
+    "synth_val": (0, None, False, False),
+    "synth_test": (0, None, False, False),
+}
+
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -61,12 +61,13 @@ def classify(
     from ..api import load
     from ..encode import collect_image_paths
     from ..errors import DataError, UsageError
-    from ..train.distributed import pick_device
+    from .options import check_file_output, check_inference_options
 
     if k < 1:
         raise UsageError(f"-k must be at least 1, not {k}.")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    check_file_output("--csv", csv_out)
+    check_file_output("--json", json_out)
     if csv_out is not None and json_out is not None and str(csv_out) == "-" and str(json_out) == "-":
         raise UsageError("--csv - and --json - cannot both write to stdout.")
     from ..output_paths import check_outputs, checkpoint_input, file_input, path_input
@@ -93,7 +94,7 @@ def classify(
         label_list = zs.read_labels(labels)
 
     err = Console(stderr=True)
-    model, _, _ = load(checkpoint, device=pick_device(device))
+    model, _, _ = load(checkpoint, device=dev)
     vectors = zs.label_embeddings(model, label_list, templates)
     n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
     progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

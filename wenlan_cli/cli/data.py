@@ -28,11 +28,13 @@ def synth(
     from ..data.synthetic import max_unique_scenes
     from ..errors import UsageError
 
+    from ..config import check_number
+
     for name, value in (("train", train), ("val", val), ("test", test)):
         if value < 0:
             raise UsageError(f"--{name} must not be negative.")
-    if image_size < 32:
-        raise UsageError("--image-size must be at least 32.")
+    # Drawing happens at full size in memory: 1024 px is 3 MB an image; 100000 px would be 30 GB.
+    check_number("--image-size", image_size, 32, 1024, integer=True)
     if val + test > max_unique_scenes() // 2:
         raise UsageError(f"--val + --test may be at most {max_unique_scenes() // 2} (distinct scenes).")
     with Progress(transient=True) as progress:

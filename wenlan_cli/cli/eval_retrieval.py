@@ -36,10 +36,10 @@ def eval_retrieval(
     from ..eval.evaluate import evaluate_retrieval, query_table
     from ..eval.retrieval import format_recall_table
     from ..loading import load_checkpoint
-    from ..train.distributed import pick_device
+    from .options import check_file_output, check_inference_options
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    check_file_output("--output", output)
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
     check_outputs([("--output", output)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
@@ -47,7 +47,6 @@ def eval_retrieval(
     records = load_records(dataset, data_dir, split, **options)
     if not records:
         raise UsageError(f"the {split} split of {dataset} has no images.")
-    dev = pick_device(device)
     loaded = load_checkpoint(checkpoint, device=dev)
     err = Console(stderr=True)
     err.print(f"Evaluating {loaded.path} on {len(records):,} images / {len(query_table(records)[0]):,} texts ({dataset} {split}).")

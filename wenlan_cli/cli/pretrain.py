@@ -64,14 +64,15 @@ def pretrain(
     """Train BriVL. With no data options it trains brivl-tiny on the built-in synthetic
     Chinese dataset and prints the validation Recall@K."""
     options = {k: v for k, v in locals().items() if k not in ("config", "nproc")}
-    from ..config import build_train_config, load_train_config_file
+    from ..config import build_train_config, check_number, load_train_config_file
 
+    check_number("--nproc", nproc, 1, 1024, integer=True)
     file_options = load_train_config_file(config) if config else {}
+    cfg = build_train_config(file_options, options, where=str(config) if config else "options")
     if nproc is not None and nproc > 1:
         from ..train.launch import launch_torchrun
 
         raise typer.Exit(launch_torchrun(nproc))
-    cfg = build_train_config(file_options, options, where=str(config) if config else "options")
     check_run_out(cfg, config)
     run_pretrain(cfg)
 

@@ -38,6 +38,9 @@ def search(
         raise UsageError('give a text query (wenlan search "红色的汽车" --index DIR) or --image FILE.')
     if k < 1:
         raise UsageError(f"-k must be at least 1, not {k}.")
+    from .options import check_inference_options
+
+    check_inference_options(device=device)
     from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input
     from ..search.index import recorded_images_dir
 

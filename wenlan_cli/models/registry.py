@@ -40,5 +40,7 @@ def create_model(
     """A BriVL of this architecture. `pretrained` loads the towers' published weights;
     `language_config` rebuilds a text model a checkpoint recorded, with no hub access."""
     from .brivl import BriVL
+    from .size import check_fits_in_memory
 
+    check_fits_in_memory(config, vocab_size, training=for_training)
     return BriVL(config, vocab_size=vocab_size, pretrained=pretrained, for_training=for_training, language_config=language_config)
