@@ -74,7 +74,8 @@ def pretrain(
 
         raise typer.Exit(launch_torchrun(nproc))
     check_run_out(cfg, config)
-    run_pretrain(cfg)
+    # A resume takes the options given neither here nor in --config from its checkpoint.
+    run_pretrain(cfg, explicit=set(file_options) | {k for k, v in options.items() if v is not None})
 
 
 def check_run_out(cfg, config: Path | None) -> None:
@@ -96,7 +97,7 @@ def check_run_out(cfg, config: Path | None) -> None:
     ])
 
 
-def run_pretrain(cfg) -> None:
+def run_pretrain(cfg, explicit: set[str] | None = None) -> None:
     from rich.console import Console
 
     from ..eval.retrieval import format_recall_table
@@ -105,7 +106,7 @@ def run_pretrain(cfg) -> None:
 
     console = Console(stderr=True)
     try:
-        trainer = Pretrainer(cfg, console=console)
+        trainer = Pretrainer(cfg, console=console, explicit=explicit)
         result = trainer.run()
         if result.stopped_early and result.stopped_early != "max-time":
             import signal

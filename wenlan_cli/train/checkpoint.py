@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, strict_json
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, TrainingError
 from ..models.tokenizer import save_tokenizer
@@ -116,12 +116,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def first_non_finite(state, where: str = "") -> str | None:
+    """The name of the first floating-point tensor (at any depth of dicts and lists) holding
+    NaN or an infinity, else None: a checkpoint is written only when every value is finite."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return (where or "a tensor") if bad else None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def write_checkpoint(target: Path, contents: CheckpointContents) -> Path:
     """Write `contents` to `target` atomically; on failure the previous checkpoint at
     `target` (if any) and every other checkpoint are left untouched."""
     from safetensors.torch import save_file
 
     target = Path(target)
+    bad = first_non_finite(contents.query_state) or first_non_finite(contents.training_state or {}, "training_state")
+    if bad is not None:
+        raise TrainingError(f"refusing to write checkpoint {target}: {bad} holds NaN or infinite values.")
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{target.name}-{os.getpid()}"
@@ -131,7 +153,7 @@ def write_checkpoint(target: Path, contents: CheckpointContents) -> Path:
         info = dict(contents.info)
         info["model"] = to_dict(contents.model_config)
         info["wenlan_version"] = __version__
-        (tmp / "config.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        (tmp / "config.json").write_text(strict_json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
         state = {k: v.detach().contiguous().cpu() for k, v in contents.query_state.items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "wenlan_version": __version__})
         save_tokenizer(contents.tokenizer, tmp)

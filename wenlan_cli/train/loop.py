@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from .. import strict_json
 from ..config import ModelConfig, TrainConfig
 from ..data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images, tokenize_all
 from ..data.records import ImageTextRecord
@@ -117,9 +118,11 @@ class StopRequest:
 
 
 class Pretrainer:
-    def __init__(self, cfg: TrainConfig, console=None, ctx: DistContext | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, console=None, ctx: DistContext | None = None, explicit: set[str] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
+        # The options given for this run (None: all); a resume takes the others from its checkpoint.
+        self.explicit = explicit
         self.ctx = ctx or init_distributed(cfg.device)
         from rich.console import Console
 
@@ -263,7 +266,7 @@ class Pretrainer:
     def record(self, entry: dict) -> None:
         if not self.ctx.is_main:
             return
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        line = strict_json.dumps(entry, ensure_ascii=False) + "\n"
         self.metrics_lines.append(line)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -304,6 +307,10 @@ class Pretrainer:
         resume_dir = self.resume_dir()
         if cfg.resume and cfg.resume != "auto" and resume_dir is None:
             raise UsageError(f"--resume {cfg.resume}: no checkpoint found.")
+        if resume_dir is not None:
+            cfg = self.cfg = self.resume_config(resume_dir)
+        elif cfg.resume == "auto":
+            self.log(f"No checkpoint in {self.out} to resume from; starting a new run.")
 
         model_config = apply_overrides(get_model_config(cfg.model), cfg)
         if resume_dir is not None:
@@ -335,7 +342,14 @@ class Pretrainer:
                 self.plan = TrainingPlan.from_dict(self.restored_plan)  # a resume keeps the run's plan
             if self.metrics_writer is not None:
                 self.metrics_writer.purge_step = step + 1
+            if step >= self.plan.total:
+                raise UsageError(
+                    f"the checkpoint {resume_dir} is at step {step}, the end of a {self.plan.total}-step run; "
+                    f"give --steps above {step} to train further."
+                )
             self.log(f"Resumed from {resume_dir} at step {step}.")
+            if ctx.is_main and not (self.out / "train_config.json").exists():
+                (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
         elif ctx.is_main:
             (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
             (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
@@ -389,12 +403,11 @@ class Pretrainer:
                 scheduler.step()
                 step += 1
                 window_pairs += pairs * ctx.world_size
-                bad = not math.isfinite(loss_value)
-                if all_reduce_max_flag(bad, ctx, ctx.device):
-                    last = latest_checkpoint(self.out)
-                    kept = f" the last good checkpoint, {last}, is kept" if last else " no checkpoint had been written yet"
-                    raise TrainingError(f"the loss became {loss_value} at step {step}; training stopped and{kept}.")
                 lr = optimizer.param_groups[0]["lr"]
+                saving = bool(cfg.save_every) and step % cfg.save_every == 0
+                problem = non_finite_state(loss_value, lr, model if saving or step % cfg.log_every == 0 or step == total else None)
+                if all_reduce_max_flag(problem is not None, ctx, ctx.device):
+                    raise TrainingError(self.non_finite_message(problem or "another process found a NaN or infinity", step))
                 total = self.after_step(step, loss_value, timer, watch, model_config, probe.batches_per_epoch, len(train_records), resume_dir is not None)
                 progress.set_total(total)
                 if step % cfg.log_every == 0 or step == total:
@@ -421,7 +434,7 @@ class Pretrainer:
         path = None
         if ctx.is_main:
             path = self.save("final", step, model, tokenizer, model_config, optimizer, scheduler, final_metrics=metrics)
-            (self.out / "recall.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            (self.out / "recall.json").write_text(strict_json.dumps(metrics, indent=2), encoding="utf-8")
         barrier(ctx)
         return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
 
@@ -443,6 +456,17 @@ class Pretrainer:
             if message:
                 self.warn(message)
         return self.plan.total
+
+    def non_finite_message(self, problem: str, step: int) -> str:
+        """Why the run stopped; names the newest checkpoint on disk (checkpoints are written
+        only when every value is finite) without calling the stopped state anything else."""
+        last = latest_checkpoint(self.out)
+        if last is None:
+            return f"{problem} at step {step}; training stopped and no checkpoint had been written yet."
+        return (
+            f"{problem} at step {step}; training stopped. The newest checkpoint, {last}, was written "
+            "before and holds only finite values."
+        )
 
     def train_step(self, ddp_model, model, batches, optimizer, scaler, in_batch: bool = False) -> tuple[float, int]:
         cfg, ctx = self.cfg, self.ctx
@@ -500,6 +524,20 @@ class Pretrainer:
             "caption_hashes": batch["caption_hashes"].to(device, non_blocking=True),
         }
 
+    def resume_config(self, resume_dir: Path) -> TrainConfig:
+        """This run's config on resume (train/resume.py): options not given come from the
+        checkpoint's run; a conflicting one is refused; those that change are announced."""
+        from .checkpoint import model_config_of
+        from .resume import reconcile
+
+        state = load_training_state(resume_dir)
+        saved = state.get("train_config") or {}
+        cfg, changed = reconcile(self.cfg, self.explicit, saved, model_config_of(resume_dir), int(state["step"]))
+        cfg.validate()
+        if changed:
+            self.log(f"Resuming {resume_dir} with {'; '.join(changed)}.")
+        return cfg
+
     def restore(self, resume_dir: Path, model, optimizer, scheduler) -> int:
         state = load_training_state(resume_dir)
         query = load_query_state(resume_dir)
@@ -539,6 +577,24 @@ class Pretrainer:
 
     def progress(self, total: int, start: int):
         return TrainingProgress(total, self.console, start=start, enabled=self.ctx.is_main)
+
+
+def non_finite_state(loss: float, lr: float, model: torch.nn.Module | None) -> str | None:
+    """What went NaN or infinite after a step: the loss, the learning rate or (when `model`
+    is given: at logged and saved steps, as the check costs a pass over every parameter) a
+    parameter; else None. The largest magnitude of all parameters is NaN or infinite exactly
+    when one of them is."""
+    if not math.isfinite(loss):
+        return f"the loss became {loss}"
+    if not math.isfinite(lr):
+        return f"the learning rate became {lr}"
+    if model is None:
+        return None
+    params = [p.detach() for p in model.parameters() if p.is_floating_point()]
+    if params and not math.isfinite(float(torch.nn.utils.get_total_norm(params, norm_type=math.inf))):
+        name = next(n for n, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all()))
+        return f"the parameter {name} became non-finite"
+    return None
 
 
 # torch's public BatchNorm classes (their common base class is private).
