@@ -44,12 +44,13 @@ def load_split(data_dir: str | None, split: str, synth: dict):
     return load_records("synth", data_dir, split, synth=synth)
 
 
-def run_wenlan(work: Path, name: str, **train_options) -> dict:
-    """One `Pretrainer.run()` with the given TrainConfig options; returns the run's
-    step count, checkpoint, whether it stopped early and its metrics.jsonl entries."""
+def run_wenlan(work: Path, name: str, trainer_class: type = NoEvalPretrainer, **train_options) -> dict:
+    """One `Pretrainer.run()` (by default `NoEvalPretrainer`'s) with the given TrainConfig
+    options; returns the run's step count, checkpoint, whether it stopped early and its
+    metrics.jsonl entries."""
     out = work / name
     cfg = TrainConfig(out=str(out), **train_options)
-    result = NoEvalPretrainer(cfg, console=silent_console()).run()
+    result = trainer_class(cfg, console=silent_console()).run()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     return {
         "out": out,

@@ -34,6 +34,8 @@ the length of one run and never change wenlan_cli's files):
   --queue-warmup N       (as `wenlan pretrain --queue-warmup N`) the first N steps use the in-batch loss on the query towers
                          (as `--loss clip`, summed over the two directions) while the
                          queue fills with momentum keys; then the queue loss.
+The variants apply wenlan's false-negative mask (`--mask-false-negatives`, on by
+default) as `brivl_loss` does; `benchmarks/false_negatives.py` measures the mask itself.
 """
 
 from __future__ import annotations
@@ -77,16 +79,20 @@ class QueueLossVariant:
         self.warmup_steps = warmup_steps
         self.calls = 0
 
-    def direction(self, query, own_keys, queue) -> tuple[torch.Tensor, torch.Tensor]:
+    def direction(self, query, own_keys, queue, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
         target_index = torch.arange(query.shape[0], device=query.device)
+        negatives = query @ queue.t()
+        if exclude is not None:  # the false-negative mask wenlan's loss applies (--mask-false-negatives)
+            negatives = negatives.masked_fill(exclude, float("-inf"))
         if self.in_batch:
-            logits = query @ torch.cat([own_keys, queue]).t()
+            logits = torch.cat([query @ own_keys.t(), negatives], dim=1)
             return logits, target_index
         positive = (query * own_keys).sum(-1, keepdim=True)
-        logits = torch.cat([positive, query @ queue.t()], dim=1)
+        logits = torch.cat([positive, negatives], dim=1)
         return logits, torch.zeros_like(target_index)
 
-    def __call__(self, image_query, text_query, image_key, text_key, image_queue, text_queue, temperature):
+    def __call__(self, image_query, text_query, image_key, text_key, image_queue, text_queue, temperature,
+                 image_queue_exclude=None, text_queue_exclude=None):
         step = self.calls
         self.calls += 1
         if step < self.warmup_steps:
@@ -96,9 +102,14 @@ class QueueLossVariant:
         if self.queue_init == "empty":
             filled = min(step * self.batch_size, self.queue_size)
             image_queue, text_queue = image_queue[:filled], text_queue[:filled]
+            if image_queue_exclude is not None:
+                image_queue_exclude, text_queue_exclude = image_queue_exclude[:, :filled], text_queue_exclude[:, :filled]
         loss = 0.0
-        for query, keys, queue in ((image_query, text_key, text_queue), (text_query, image_key, image_queue)):
-            logits, target = self.direction(query, keys, queue)
+        for query, keys, queue, exclude in (
+            (image_query, text_key, text_queue, text_queue_exclude),
+            (text_query, image_key, image_queue, image_queue_exclude),
+        ):
+            logits, target = self.direction(query, keys, queue, exclude)
             loss = loss + F.cross_entropy(logits / temperature, target)
         return loss
 
