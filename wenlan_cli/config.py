@@ -260,9 +260,9 @@ def from_dict(cls, data: dict, where: str = "config"):
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(
-            f"{where} has unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}."
+            f"{where + ' has unknown' if where else 'unknown'} key {unknown[0]!r}; known keys: {', '.join(sorted(known))}."
         )
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -282,8 +282,11 @@ def load_model_config(path: str | Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise UsageError(f"model config {path} must hold a JSON object.")
     data.pop("_comment", None)
-    config = from_dict(ModelConfig, data, where=str(path))
-    config.validate()
+    try:
+        config = from_dict(ModelConfig, data, where="")
+        config.validate()
+    except UsageError as exc:  # the field's name after the file's, each said once
+        raise UsageError(f"model config {path}: {exc}") from None
     return config
 
 
@@ -370,11 +373,11 @@ class TrainConfig:
             raise UsageError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}.")
         if self.loss is not None and self.loss not in ("moco", "clip"):
             raise UsageError(f"--loss must be moco or clip, not {self.loss!r}.")
+        for name, bound in TRAIN_BOUNDS.items():
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), *bound)
 
 
 def _queue_warmup_value(value: int | str) -> int | str:
-        for name, bound in TRAIN_BOUNDS.items():
-            check_number(f"--{name.replace('_', '-')}", getattr(self, name), *bound)
     """--queue-warmup as given: "auto" or a whole number of steps (a string from the CLI)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
@@ -385,9 +388,6 @@ def _queue_warmup_value(value: int | str) -> int | str:
     raise UsageError(f"--queue-warmup must be auto or 0 or more steps, not {value!r}.")
 
 
-def load_train_config_file(path: str | Path) -> dict:
-    """The options in a JSON or YAML file, keys as option names (dashes or underscores)."""
-    path = Path(path)
 # The bounds of `wenlan pretrain`'s numeric options (and the same keys of --config files);
 # None in a field means "off" or "the default" and is not checked.
 TRAIN_BOUNDS: dict[str, Bound] = {
@@ -414,12 +414,17 @@ TRAIN_BOUNDS: dict[str, Bound] = {
 }
 
 
+def load_train_config_file(path: str | Path) -> dict:
+    """The options in a JSON or YAML file, keys as option names (dashes or underscores)."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config file {path} cannot be read: {exc}.") from None
+    except OSError as exc:
+        raise UsageError(f"config file {path} cannot be read ({(exc.strerror or str(exc)).lower()}).") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {exc.start}).") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -428,16 +433,27 @@ TRAIN_BOUNDS: dict[str, Bound] = {
         else:
             data = json.loads(text)
     except Exception as exc:  # yaml and json raise different types
-        raise UsageError(f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}.") from None
+        raise UsageError(f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {_parse_error(exc)}.") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of option names to values.")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _parse_error(exc: Exception) -> str:
+    """One line about a JSON or YAML syntax error (YAML's own message spans several lines)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def build_train_config(file_options: dict, cli_options: dict, where: str = "config") -> TrainConfig:
     """Defaults < config file < options given on the command line (those not None)."""
     merged = dict(file_options)
     merged.update({k: v for k, v in cli_options.items() if v is not None})
-    config = from_dict(TrainConfig, merged, where=where)
+    try:
+        config = from_dict(TrainConfig, merged, where="")
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}" if where not in ("options", "config") else str(exc)) from None
     config.validate()
     return config

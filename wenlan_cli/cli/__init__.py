@@ -65,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 1
+        return closed_pipe_exit()
+    except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        if state.DEBUG:
+            raise
+        # A path that is a folder where a file is wanted, or the reverse.
+        print(f"error: {exc.filename}: {exc.strerror.lower() if exc.strerror else exc}; check the path.", file=sys.stderr)
+        return 2
     except Exception as exc:
         code = _click_outcome(exc)
         if code is not None:
@@ -74,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def closed_pipe_exit() -> int:
+    """The reader of stdout went away (`wenlan encode ... | head -c 10`): stop silently with
+    128 + SIGPIPE, as a Unix tool killed by the signal would. Python would print an error
+    when it flushes stdout at exit, so stdout is pointed at /dev/null first."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass
+    return 141
 
 
 def _click_outcome(exc: Exception) -> int | None:

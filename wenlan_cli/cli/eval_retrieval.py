@@ -24,6 +24,7 @@ def eval_retrieval(
     chunk_size: Annotated[int, Opt(help="Queries scored at once (memory is chunk x candidates).")] = 1024,
     image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
     text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
+    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images (and their captions) out instead of failing; the metrics count them.")] = False,
 ) -> None:
     """Evaluate image-text retrieval: every caption is a text->image query with one gold
     image; an image is found at K when any of its captions ranks within K. In the
@@ -53,8 +54,10 @@ def eval_retrieval(
     metrics = evaluate_retrieval(
         loaded.model, loaded.tokenizer, records, loaded.settings, device=dev,
         max_length=loaded.config.text.max_length, batch_size=batch_size, workers=workers,
-        precision=precision, chunk_size=chunk_size,
+        precision=precision, chunk_size=chunk_size, skip_bad=skip_bad,
     )
+    for item in metrics.get("skipped", []):
+        err.print(f"skipped {item['error']}", markup=False, highlight=False, soft_wrap=True)
     metrics = {"checkpoint": str(loaded.path), "dataset": dataset, "split": split, **metrics}
     Console().print(format_recall_table(metrics))
     if output is not None:

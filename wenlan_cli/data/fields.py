@@ -14,7 +14,7 @@ import unicodedata
 from wenlan_cli.data.paths import quote_value
 from wenlan_cli.errors import DataError
 
-__all__ = ["clean_caption", "clean_text", "json_type_name", "parse_boxes", "parse_captions"]
+__all__ = ["MAX_CAPTION_CHARS", "clean_caption", "clean_text", "json_type_name", "parse_boxes", "parse_captions"]
 
 # Whitespace runs plus invisible characters that only get in the way: C0/C1
 # controls, zero-width spaces and joiners, word joiner, BOM.
@@ -93,10 +93,20 @@ def parse_captions(value: object, source: str, field: str = "caption") -> list[s
     return cleaned
 
 
+# One length rule for the captions of every reader (a caption is a sentence; BriVL reads
+# its first 80 tokens). The csv module's own field limit, 131,072 characters, lies above it.
+MAX_CAPTION_CHARS = 100_000
+
+
 def clean_text(value: object, source: str, field: str) -> str:
-    """Check that one caption is a valid string and return it cleaned (may be "")."""
+    """Check that one caption is a valid string of at most MAX_CAPTION_CHARS characters and
+    return it cleaned (may be "")."""
     if not isinstance(value, str):
         raise DataError(f"{source}: {field} must be a string, got {json_type_name(value)}.")
+    if len(value) > MAX_CAPTION_CHARS:
+        raise DataError(
+            f"{source}: {field} is {len(value):,} characters long; a caption may have at most {MAX_CAPTION_CHARS:,}."
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

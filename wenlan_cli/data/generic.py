@@ -23,7 +23,7 @@ from pathlib import Path
 
 from wenlan_cli.data._hf import DatasetsReadError, read_csv_columns
 from wenlan_cli.data._jsonfile import load_json_rows
-from wenlan_cli.data.fields import clean_text, json_type_name, parse_boxes, parse_captions
+from wenlan_cli.data.fields import MAX_CAPTION_CHARS, clean_text, json_type_name, parse_boxes, parse_captions
 from wenlan_cli.data.paths import InsideResolver, check_image_files, quote_value, split_file
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, UsageError
@@ -200,6 +200,11 @@ def _csv_records(path: Path, strict: bool = False) -> list[tuple[int, list[str]]
         except StopIteration:
             return out
         except csv.Error as exc:
+            if "field limit" in str(exc):  # the one rule for captions (fields.MAX_CAPTION_CHARS) says more
+                raise DataError(
+                    f"{path}: line {reader.line_num} has a field longer than {csv.field_size_limit():,} characters; "
+                    f"a caption may have at most {MAX_CAPTION_CHARS:,}."
+                ) from None
             raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc}).") from None
         # pandas (under datasets) skips empty and whitespace-only lines; skip the same
         blank = not cells or (reader.line_num == start and not physical[start - 1].strip())

@@ -15,6 +15,13 @@ def synthetic_dir(train: int, val: int, test: int, seed: int, progress=None) -> 
     return cached_synthetic_dataset(train=train, val=val, test=test, seed=seed, progress=progress)
 
 
+def dataset_names() -> list[str]:
+    """Every --dataset a command accepts: the synthetic default and the registered readers."""
+    from .readers import available_datasets
+
+    return sorted({"synth", *available_datasets()})
+
+
 def load_records(
     dataset: str,
     data_dir: str | Path | None,
@@ -26,14 +33,15 @@ def load_records(
 ) -> list[ImageTextRecord]:
     """Records of `split`. `dataset="synth"` without `data_dir` uses (and first generates)
     the cached synthetic dataset; with a `data_dir` it reads that folder as AIC-ICC."""
-    from .readers import read_split
+    from ..errors import UsageError
+    from .readers import available_datasets, read_split
 
+    if dataset != "synth" and dataset not in available_datasets():
+        raise UsageError(f"unknown dataset {dataset!r}; choose one of: {', '.join(dataset_names())}.")
     if dataset == "synth":
         if data_dir is None:
             data_dir = synthetic_dir(**{**SYNTH_DEFAULTS, **(synth or {})}, progress=progress)
         return read_split("aic-icc", data_dir, split, **options)
     if data_dir is None:
-        from ..errors import UsageError
-
         raise UsageError(f"--dataset {dataset} needs --data-dir.")
     return read_split(dataset, data_dir, split, **options)

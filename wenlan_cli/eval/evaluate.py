@@ -61,10 +61,27 @@ def evaluate_retrieval(
     workers: int = 0,
     precision: str = "fp32",
     chunk_size: int = 1024,
+    skip_bad: bool = False,
 ) -> dict:
     """Text->image and image->text Recall@1/5/10 (and their mean) over `records`; a text
-    shared by several records (``meta["text_ids"]``) is one query with several golds."""
-    images = encode_images(model, records, settings, device=device, batch_size=batch_size, workers=workers, precision=precision)
+    shared by several records (``meta["text_ids"]``) is one query with several golds.
+
+    An unreadable image raises DataError, unless `skip_bad` leaves it out together with
+    its captions (the queries whose gold it is); the metrics then hold `skipped_images`
+    and `skipped` (path and reason of each)."""
+    images = encode_images(
+        model, records, settings, device=device, batch_size=batch_size, workers=workers, precision=precision, skip_bad=skip_bad
+    )
+    skipped = [{"path": str(records[i].image_path), "error": message} for i, message in images.failures]
+    if skipped:
+        records = [records[i] for i in images.kept]
+        if not records:
+            from ..errors import DataError
+
+            raise DataError(f"none of the {len(skipped)} images could be read; the first: {skipped[0]['error']}")
     texts, owners = query_table(records)
     text_emb = encode_texts(model, tokenizer, texts, device=device, max_length=max_length, batch_size=2 * batch_size, precision=precision)
-    return retrieval_metrics(images.embeddings, text_emb, owners, chunk_size=chunk_size)
+    metrics = retrieval_metrics(images.embeddings, text_emb, owners, chunk_size=chunk_size)
+    if skip_bad:
+        metrics.update(skipped_images=len(skipped), skipped=skipped)
+    return metrics

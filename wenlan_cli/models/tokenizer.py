@@ -83,8 +83,11 @@ def load_tokenizer(directory: str | Path):
 
     try:
         return AutoTokenizer.from_pretrained(str(directory))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"no readable tokenizer in {directory} ({exc}).") from None
+    except (OSError, ValueError):  # Hugging Face's message spans several lines about the hub
+        raise UsageError(
+            f"{directory} has no readable tokenizer (its tokenizer files, such as tokenizer.json or vocab.txt, "
+            "are missing or damaged)."
+        ) from None
 
 
 def save_tokenizer(tokenizer, directory: str | Path) -> None:

@@ -430,6 +430,12 @@ def update_index(
                 previous = load_index(index_dir, mmap=True)
             except DataError as exc:
                 raise DataError(f"{exc} Pass --rebuild to build the index anew.") from None
+        if previous is not None and previous.images_dir.resolve() != images_dir.resolve():
+            # An update would drop every entry of the other folder.
+            raise UsageError(
+                f"the index {index_dir} holds {len(previous.rows):,} images of {previous.images_dir}, not of "
+                f"{images_dir}; pass --rebuild to replace them, or give another --out."
+            )
         if checkpoint is None:
             if previous is None:
                 raise UsageError("give --checkpoint: there is no index yet to take the checkpoint from.")

@@ -86,7 +86,7 @@ def read_checkpoint_info(path: Path) -> dict:
 def model_config_of(path: Path) -> ModelConfig:
     info = read_checkpoint_info(path)
     try:
-        config = from_dict(ModelConfig, info["model"], where=str(path / "config.json"))
+        config = from_dict(ModelConfig, info["model"], where="model")
         config.validate()
     except Exception as exc:
         raise CheckpointError(f"{path / 'config.json'}: {exc}") from None
@@ -202,7 +202,20 @@ def load_training_state(path: Path) -> dict:
     file = path / "training_state.pt"
     if not file.is_file():
         raise CheckpointError(f"{path} has no training_state.pt, so it cannot be resumed.")
+    import pickle
+    import warnings
+
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and unpickler errors all mean the same to the user
-        raise CheckpointError(f"{file} is truncated, tampered with or not a training state ({type(exc).__name__}: {exc}).") from None
+        with warnings.catch_warnings():  # torch's own advice would be noise here
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests weights_only=False, which would run the file's code.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{file} holds Python objects{what} besides tensors and plain values; it was not written by "
+            "wenlan or was tampered with, and it is never loaded."
+        ) from None
+    except Exception:  # zip and stream errors all mean the same to the user
+        raise CheckpointError(f"{file} is truncated or not a training state written by wenlan.") from None

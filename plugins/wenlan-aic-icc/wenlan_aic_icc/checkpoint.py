@@ -107,9 +107,9 @@ def load_caption_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         )
     config = model_config_of(directory)
     try:
-        head = from_dict(HeadConfig, dict(info.get("head") or {}), where=f"{directory / 'config.json'} head")
+        head = from_dict(HeadConfig, dict(info.get("head") or {}), where="head")
         head.validate()
-        decode = from_dict(DecodeOptions, dict(info.get("decode") or {}), where=f"{directory / 'config.json'} decode")
+        decode = from_dict(DecodeOptions, dict(info.get("decode") or {}), where="decode")
     except Exception as exc:
         raise CheckpointError(f"{directory / 'config.json'}: {exc}") from None
     tokenizer = load_tokenizer(directory)
