@@ -86,6 +86,17 @@ def test_an_output_inside_an_input_folder_is_refused_also_through_a_symlinked_pa
     check_outputs([("--output", tmp_path / "data-results.json")], folder_input("--data-dir", data))
 
 
+def test_an_output_hard_linked_to_a_file_inside_an_input_folder_is_refused(tmp_path):
+    data = tmp_path / "data"
+    (data / "split").mkdir(parents=True)
+    annotations = data / "split" / "annotations.json"
+    annotations.write_text("[]")
+    os.link(annotations, tmp_path / "results.json")
+    with pytest.raises(UsageError, match=r"--output .*results\.json is a hard link to .*annotations\.json in the folder --data-dir"):
+        check_outputs([("--output", tmp_path / "results.json")], folder_input("--data-dir", data))
+    assert annotations.read_text() == "[]"
+
+
 def test_a_run_directory_counts_by_what_the_run_wrote(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run.out, run)

@@ -4,7 +4,8 @@ One rule for every command: before any work, an output path is refused (UsageErr
 exit 2, one sentence naming both options) when it
 
 - is the same file or folder as one of the command's inputs (also through a symlink
-  or a hard link: existing paths are compared with ``os.path.samefile``),
+  or a hard link: existing paths are compared with ``os.path.samefile``, and an
+  existing output with several links is looked for inside the input folders),
 - names the same path as another output of the same command, or
 - lies inside an input folder the command reads (a dataset, an image folder, an
   index, a checkpoint).
@@ -22,6 +23,7 @@ never checked.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +150,30 @@ def check_outputs(outputs: Sequence[tuple[str, object]], inputs: Iterable[Input]
                     f"{option} {path} lies inside the folder {item.describe()}, which this command reads; "
                     "write it outside that folder."
                 )
+            twin = _hard_link_inside(path, item.path) if item.folder else None
+            if twin is not None:
+                raise UsageError(
+                    f"{option} {path} is a hard link to {twin} in the folder {item.describe()}, which this "
+                    "command reads; choose another path."
+                )
+
+
+def _hard_link_inside(path: Path, folder: Path) -> Path | None:
+    """A file under `folder` that is the same file as `path` by a hard link, if any. Only
+    an existing file with more than one link is looked for, so the walk is rare."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink < 2:
+        return None
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            candidate = os.path.join(dirpath, name)
+            try:
+                other = os.stat(candidate)
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
+                return Path(candidate)
+    return None
