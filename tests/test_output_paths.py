@@ -284,6 +284,11 @@ COMMANDS = {
         {"OUT_DIR": []},
         {"CHECKPOINT": lambda r: r / "weights.pth", "--tokenizer": lambda r: r / "tokenizer", "--model": lambda r: r / "model.json"},
     ),
+    "export onnx": (
+        lambda r: ["export", "onnx", r / "run", "--dataset", "synth", "--data-dir", r / "data"],
+        {"OUT_DIR": []},
+        {"CHECKPOINT": lambda r: r / "run", "--data-dir": lambda r: r / "data"},
+    ),
     "caption": (
         lambda r: ["caption", r / "images", "--checkpoint", r / "run"],
         {"--output": []},

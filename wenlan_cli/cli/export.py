@@ -27,7 +27,9 @@ def onnx(
     from rich.console import Console
 
     from ..export.onnx import export_onnx
+    from ..output_paths import check_outputs, checkpoint_input, folder_input
 
+    check_outputs([("OUT_DIR", out_dir)], [*checkpoint_input("CHECKPOINT", checkpoint), *folder_input("--data-dir", data_dir)])
     err = Console(stderr=True)
     report = export_onnx(checkpoint, out_dir, dataset=dataset, data_dir=data_dir, split=split, samples=samples,
                          threshold=threshold, on_step=lambda text: err.print(f"{text}...", markup=False, highlight=False))
