@@ -240,6 +240,7 @@ def test_time_budget_plans_the_run_to_end_on_time_and_a_resume_keeps_the_plan(tm
     assert trainer.plan.source == "--time-budget" and trainer.plan.seconds_per_step == pytest.approx(1.0)
     assert result.step == trainer.plan.total == 7
     assert trainer.plan.warmup == auto_warmup(7, PRETRAIN_RULE) == 1
+    assert "Plan: --time-budget 8 s; the number of steps follows" in text.getvalue()
     assert "Time budget: 1.000 s/step" in text.getvalue() and "Plan: 7 steps" in text.getvalue()
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     lrs = [line["lr"] for line in lines if "lr" in line]

@@ -119,6 +119,11 @@ class TrainingPlan:
         return cls(**known)
 
     def describe(self, *, queue: bool = True) -> str:
+        if self.source == "--time-budget" and self.seconds_per_step is None:
+            return (
+                f"Plan: --time-budget {format_seconds(self.time_budget or 0)}; the number of steps follows from the speed "
+                "of the first steps (the warm-ups too)."
+            )
         parts = [f"{self.total:,} steps ({self.epochs:.1f} epochs, from {self.source})", f"lr warm-up {self.warmup:,} steps"]
         if queue:
             parts.append(f"queue warm-up {self.queue_warmup:,} steps" if self.queue_warmup else "no queue warm-up")

@@ -52,6 +52,7 @@ def test_time_budget_plans_the_captioner_run(tmp_path, cap_data, pretrain_checkp
     assert result.step == tuner.plan.total == 14 and tuner.plan.source == "--time-budget"
     assert tuner.plan.warmup == auto_warmup(14, CAPTION_RULE)
     output = text.getvalue()
-    assert "Plan: 2,400 steps" in output and "Plan: 14 steps" in output and "time budget 15 s" in output
+    assert "Plan: --time-budget 15 s; the number of steps follows from the speed" in output
+    assert "Plan: 14 steps (2.3 epochs, from --time-budget), lr warm-up 1 steps, time budget 15 s." in output
     assert "Speed: 1.000 s/step" in output
     assert any("14 steps is short for 48 training images" in w and "--time-budget" in w for w in tuner.warnings)
