@@ -21,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # Markdown joins the lines of a docstring paragraph, so help text reflows to the terminal.
+    rich_markup_mode="markdown",
 )
 
 
@@ -52,6 +54,9 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     command = typer.main.get_command(app)
+    from .help import flags_without_type
+
+    flags_without_type(command)
     state.DEBUG = os.environ.get("WENLAN_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = command.main(args=argv, prog_name="wenlan", standalone_mode=False)

@@ -49,7 +49,9 @@ def classify(
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
 ) -> None:
-    """Zero-shot classification: score each image against every label (prompt-ensembled
+    """Zero-shot classification of images against labels.
+
+    Scores each image against every label (prompt-ensembled
     text vectors) and report the top-k labels, or accuracy with --eval."""
     import os
 

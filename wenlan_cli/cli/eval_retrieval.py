@@ -26,7 +26,9 @@ def eval_retrieval(
     text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
     skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images (and their captions) out instead of failing; the metrics count them.")] = False,
 ) -> None:
-    """Evaluate image-text retrieval: every caption is a text->image query with one gold
+    """Retrieval Recall@1/5/10, both ways, on a dataset split.
+
+    Every caption is a text->image query with one gold
     image; an image is found at K when any of its captions ranks within K. In the
     Chinese-CLIP benchmarks a text may have several gold images and is found at K when
     any of them ranks within K (Chinese-CLIP's own rule)."""

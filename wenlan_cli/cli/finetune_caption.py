@@ -51,7 +51,7 @@ def choose_task(command: str, name: str | None):
 
 
 def finetune_caption(ctx: typer.Context) -> None:
-    """Fine-tune a captioner from a pretrain checkpoint (from the captioning task plugin).
+    """Fine-tune a captioner on a pretrain checkpoint (a plugin).
 
     Options: --task NAME (default: the one installed captioning task); everything else
     goes to the task: run `wenlan finetune-caption --help` with the plugin installed.

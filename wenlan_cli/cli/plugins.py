@@ -6,7 +6,9 @@ import typer
 
 
 def plugins() -> None:
-    """List the downstream tasks (built in and from `wenlan.tasks` entry points)."""
+    """List the downstream tasks, built in and from plugins.
+
+    Plugins are installed packages with a `wenlan.tasks` entry point."""
     from rich.console import Console
     from rich.table import Table
 

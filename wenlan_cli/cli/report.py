@@ -19,7 +19,9 @@ def report(
     batch_size: Annotated[int, Opt(help="Images per forward pass (for the examples).")] = 64,
     workers: Annotated[int, Opt(help="DataLoader worker processes decoding images.")] = 0,
 ) -> None:
-    """Write one HTML page about a run: loss, learning-rate and recall curves, the final
+    """Write a self-contained HTML report of a training run.
+
+    One page about a run: loss, learning-rate and recall curves, the final
     recall table, the settings, and a few validation captions with the images the run's
     checkpoint retrieves for them. Everything is inside the file (images as data: URIs)."""
     from rich.console import Console

@@ -23,7 +23,9 @@ def search(
     checkpoint: Annotated[Optional[str], Opt(help="Encode queries with this checkpoint instead of the index's own.")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
-    """Find the images of an index closest to Chinese text queries or to query images.
+    """Search an index with Chinese text or with images.
+
+    Finds the images of an index closest to Chinese text queries or to query images.
     Scores are cosine similarities; equal scores rank the earlier index row first."""
     from rich.console import Console
     from rich.table import Table

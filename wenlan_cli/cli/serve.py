@@ -36,7 +36,9 @@ def serve(
     batch_wait_ms: Annotated[float, Opt(help="How long a batch waits for more queries, in ms.")] = 2.0,
     access_log: Annotated[bool, Opt("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
-    """Serve image search over INDEX: a page at / and a JSON API (/search, /search/image,
+    """Serve image search over an index (web page, JSON API).
+
+    Serves INDEX: a page at / and a JSON API (/search, /search/image,
     /images/ID, /healthz). The index is reloaded when `wenlan index` updates it."""
     from ..errors import UsageError
 

@@ -141,9 +141,13 @@ def finetune_caption(
 
 def run_finetune_caption(args: list[str]) -> int:
     """`finetune_caption` as its own click command on `args`; returns the exit code."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    from wenlan_cli.cli.help import flags_without_type
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown",
+                      context_settings={"help_option_names": ["-h", "--help"]})
     app.command("finetune-caption")(finetune_caption)
     command = typer.main.get_command(app)
+    flags_without_type(command)  # as the core's commands: a flag shows no <bool>
     try:
         result = command.main(args=list(args), prog_name="wenlan finetune-caption", standalone_mode=False)
     except typer.TyperException as exc:
@@ -178,7 +182,9 @@ def caption(
     image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
     text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
 ) -> None:
-    """Caption images in the AIC-ICC submission format: [{"image_id": "x.jpg", "caption": "..."}]
+    """Caption images with a caption checkpoint (AIC-ICC JSON).
+
+    The output is the AIC-ICC submission format: [{"image_id": "x.jpg", "caption": "..."}]
     (image_id is the file name)."""
     import dataclasses
 
@@ -277,7 +283,9 @@ def score(
     meteor: Annotated[bool, Opt("--meteor/--no-meteor", help="Include METEOR (needs Java; the slowest metric).")] = True,
     workers: Annotated[Optional[int], Opt(help="Worker processes (default: the CPUs, or 1 below 1,000 images).")] = None,
 ) -> None:
-    """Score captions with the official AIC-ICC protocol: jieba precise-mode segmentation,
+    """Score captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.
+
+    The official AIC-ICC protocol: jieba precise-mode segmentation,
     pycocoevalcap's PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; plus sacreBLEU (zh)."""
     import warnings
 
