@@ -28,8 +28,10 @@ def encode(
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
 ) -> None:
-    """Turn images or texts into L2-normalised float32 vectors, one row per item, in the
-    order the manifest records (folders: sorted paths)."""
+    """Encode images or texts into vectors (.npy).
+
+    The vectors are L2-normalised float32, one row per item, in the order the manifest
+    records (folders: sorted paths)."""
     import os
 
     import numpy as np
@@ -40,7 +42,7 @@ def encode(
     from ..encode import collect_image_paths, encode_images, encode_texts, read_text_lines
     from ..errors import UsageError
     from ..loading import load_checkpoint
-    from ..train.distributed import pick_device
+    from .options import check_file_output, check_inference_options
 
     sources = sum(x for x in (bool(paths), texts is not None, dataset is not None))
     if sources > 1:
@@ -51,8 +53,7 @@ def encode(
         raise UsageError("--captions needs --dataset.")
     if output is None and sys.stdout.isatty():
         raise UsageError("refusing to write binary .npy data to a terminal; pass -o FILE.npy or redirect stdout.")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
 
     check_outputs(
@@ -62,9 +63,11 @@ def encode(
     )
     if output is not None and output.suffix != ".npy":
         raise UsageError(f"--output {output} should end in .npy.")
+    check_file_output("--output", output)
+    check_file_output("--manifest", manifest)
 
     err = Console(stderr=True)
-    records, owners = None, None
+    records, owners, listed = None, None, []
     if dataset is not None:
         from ..data.sources import load_records
 
@@ -77,13 +80,17 @@ def encode(
     elif texts is not None:
         items = read_text_lines(texts)
     else:
-        items = collect_image_paths(paths)
+        not_files: list = []
+        items = collect_image_paths(paths, skipped=not_files)
+        for path, reason in not_files:
+            err.print(f"skipped {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        listed = [{"path": str(path), "error": f"{path}: skipped, {reason}"} for path, reason in not_files]
     encoding_texts = texts is not None or captions
     if not items:
         raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
-    dev = pick_device(device)
     loaded = load_checkpoint(checkpoint, device=dev)
-    progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+    progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
     skipped: list[dict] = []
     with progress:
         task = progress.add_task("encode", total=len(items))
@@ -104,15 +111,20 @@ def encode(
             )
             vectors = result.embeddings
             rows = [str(items[i]) if dataset is None else records[i].image_id for i in result.kept]
-            skipped = [{"path": str(items[i]), "error": message} for i, message in result.failures]
+            skipped = [{"path": str(items[i]), "error": message} for i, message in result.failures] + listed
     array = np.ascontiguousarray(vectors.numpy().astype(np.float32))
     manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         np.save(output, array)
     else:
-        np.save(sys.stdout.buffer, array)
-        sys.stdout.buffer.flush()
+        try:
+            np.save(WriteOnly(sys.stdout.buffer), array)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader has all it wanted (`| head -c 10`)
+            from . import closed_pipe_exit
+
+            raise typer.Exit(closed_pipe_exit()) from None
     if manifest_path is not None:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         manifest_path.write_text(json.dumps({
@@ -127,7 +139,24 @@ def encode(
     where = str(output) if output is not None else "stdout"
     err.print(f"Encoded {array.shape[0]} {'texts' if encoding_texts else 'images'} -> {where} {tuple(array.shape)}"
               + (f"; row order in {manifest_path}" if manifest_path else "; pass --manifest FILE to record the row order")
-              + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))
+              + (f"; skipped {len(skipped)} unreadable image(s) or entries that are not files" if skipped else ""))
+
+
+class WriteOnly:
+    """A stream seen only through `write`. numpy writes a real file with C's fwrite, which on
+    a closed pipe (`wenlan encode ... | head -c 10`) fails as "OSError: N requested and M
+    written"; through `write` the same failure is a BrokenPipeError, which the command
+    turns into a quiet exit as other Unix tools do. Each write is completed (an
+    unbuffered stdout, `python -u`, may take part of it and return the count)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self._stream.write(view) or 0 :]
+        return len(data)
 
 
 def register(app: typer.Typer) -> None:

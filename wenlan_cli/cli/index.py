@@ -22,20 +22,19 @@ def index(
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
 ) -> None:
-    """Encode the images under IMAGES_DIR into an index for `wenlan search`. Re-running
+    """Build or update a search index of an image folder.
+
+    Encode the images under IMAGES_DIR into an index for `wenlan search`. Re-running
     encodes only new or changed files and drops deleted ones."""
     import os
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..errors import UsageError
     from ..search.index import update_index
+    from .options import check_inference_options
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}.")
+    check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
     check_outputs([("--out", out)], [*folder_input("IMAGES_DIR", images_dir), *checkpoint_input("--checkpoint", checkpoint)])
@@ -58,7 +57,8 @@ def index(
             on_start=on_start, on_batch=lambda n: progress.advance(task, n) if task is not None else None,
         )
     finally:
-        progress.stop()
+        if task is not None:  # stopping a bar never started prints an empty line
+            progress.stop()
     for item in report.skipped:
         err.print(f"skipped {item['error']}", markup=False, highlight=False)
     err.print(f"Indexed {report.summary()}", markup=False, highlight=False)
