@@ -7,6 +7,8 @@ from pathlib import Path
 from .records import ImageTextRecord
 
 SYNTH_DEFAULTS = dict(train=10000, val=1000, test=1000, seed=0)
+# webdataset tar shards (`wenlan data convert`): streamed for training, read by byte range otherwise.
+STREAM_DATASET = "webdataset"
 
 
 def synthetic_dir(train: int, val: int, test: int, seed: int, progress=None) -> Path:
@@ -19,7 +21,7 @@ def dataset_names() -> list[str]:
     """Every --dataset a command accepts: the synthetic default and the registered readers."""
     from .readers import available_datasets
 
-    return sorted({"synth", *available_datasets()})
+    return sorted({"synth", STREAM_DATASET, *available_datasets()})
 
 
 def load_records(
@@ -36,6 +38,14 @@ def load_records(
     from ..errors import UsageError
     from .readers import available_datasets, read_split
 
+    if dataset == STREAM_DATASET:
+        from .shards import read_webdataset
+
+        if data_dir is None:
+            raise UsageError(f"--dataset {STREAM_DATASET} needs --data-dir (a folder of shards or a pattern such as 'shards/train-{{000000..000009}}.tar').")
+        if options:
+            raise UsageError(f"the dataset {STREAM_DATASET!r} has no option {next(iter(options))!r} (it takes none).")
+        return read_webdataset(data_dir, split)
     if dataset != "synth" and dataset not in available_datasets():
         raise UsageError(f"unknown dataset {dataset!r}; choose one of: {', '.join(dataset_names())}.")
     if dataset == "synth":

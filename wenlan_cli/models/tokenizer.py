@@ -34,10 +34,22 @@ def build_char_vocab(captions: Iterable[str], min_count: int = 1) -> list[str]:
     """Special tokens, then every character seen at least `min_count` times, most frequent
     first. Non-CJK characters also get a `##` form, because BERT's WordPiece splits a run
     of Latin letters or digits into a first piece and `##` continuation pieces."""
-    counts: Counter[str] = Counter()
+    return vocab_from_counts(count_chars(captions), min_count)
+
+
+def count_chars(captions: Iterable[str], counts: Counter | None = None) -> Counter:
+    """How often each vocabulary character occurs (NFC, lower-cased, no spaces or control
+    characters): what `build_char_vocab` needs, small enough to store beside sharded data
+    so a run over shards builds its vocabulary without reading a caption."""
+    counts = Counter() if counts is None else counts
     for caption in captions:
         text = unicodedata.normalize("NFC", caption).lower()
         counts.update(ch for ch in text if not ch.isspace() and unicodedata.category(ch)[0] != "C")
+    return counts
+
+
+def vocab_from_counts(counts: dict[str, int], min_count: int = 1) -> list[str]:
+    """`build_char_vocab`'s vocabulary from `count_chars`' counts."""
     chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
     vocab = list(SPECIAL_TOKENS)
     vocab += chars

@@ -1,0 +1,296 @@
+"""webdataset tar shards: the layout `wenlan data convert` writes, and reading it back.
+
+A sample is two tar members sharing a key: the encoded image (``KEY.jpg``, ``.png``...)
+and ``KEY.json`` with ``{"id", "captions", "boxes"}`` (plus ``text_ids`` when the
+source has them). Keys are the sample's position in its split, zero-padded, because
+webdataset groups members by the name before the first dot and image ids may hold dots.
+Shards are ``{split}-{NNNNNN}.tar`` beside an ``index.json`` (counts, shard list,
+source, options, and the training captions' character counts, so a run builds its
+vocabulary without reading a caption).
+
+Any webdataset reader (open_clip's, ``webdataset.WebDataset``) reads these shards;
+this module adds what training needs on top: sample counts per shard without a scan,
+and random access by byte offset for evaluation and `encode`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .images import MAX_IMAGE_PIXELS, decode_image_bytes
+from .records import ImageTextRecord
+
+FORMAT = "wenlan-webdataset"
+VERSION = 1
+INDEX_NAME = "index.json"
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def sample_key(position: int) -> str:
+    return f"{position:09d}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str
+    samples: int
+
+
+@dataclass
+class ShardSplit:
+    """The shards of one split, in order, with their sample counts."""
+
+    split: str
+    shards: list[ShardInfo]
+    char_counts: dict[str, int] | None = None
+    source: str = ""
+
+    @property
+    def samples(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """An image stored in a shard, by byte range: picklable and small (an `ImageSource`)."""
+
+    shard: str
+    key: str
+    offset: int
+    size: int
+
+    def describe(self) -> str:
+        return f"shard {self.shard}, sample {self.key}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def read_bytes(self) -> bytes:
+        try:
+            with open(self.shard, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(self.size)
+        except OSError as exc:
+            raise DataError(f"{self.describe()}: cannot be read ({exc.strerror or exc}).") from None
+        if len(data) != self.size:
+            raise DataError(f"{self.describe()}: the shard is truncated (the image ends after {len(data)} of {self.size} bytes).")
+        return data
+
+    def load(self, max_pixels: int | None = MAX_IMAGE_PIXELS):
+        return decode_image_bytes(self.read_bytes(), self.describe(), max_pixels=max_pixels)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name, by webdataset's rule (the first dot of the base name)."""
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), ext.lower()
+
+
+def image_extension(files) -> str | None:
+    return next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
+
+
+def parse_meta(raw: bytes | None, where: str) -> dict:
+    """The sample's JSON, checked: a non-empty list of non-empty captions, boxes as lists of 4 numbers."""
+    if raw is None:
+        raise DataError(f"{where}: the sample has no .json (captions).")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: the .json is not valid UTF-8 JSON ({exc}).") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: the .json is not an object.")
+    captions = meta.get("captions")
+    if isinstance(captions, str):
+        captions = [captions]
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise DataError(f"{where}: 'captions' in the .json is not a list of strings.")
+    meta["captions"] = captions
+    boxes = meta.get("boxes")
+    if boxes is not None and not (
+        isinstance(boxes, list) and all(isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes)
+    ):
+        raise DataError(f"{where}: 'boxes' in the .json is not a list of [x1, y1, x2, y2].")
+    meta.setdefault("id", where)
+    meta["id"] = str(meta["id"])
+    return meta
+
+
+def check_training_sample(files: dict, where: str) -> tuple[bytes, dict]:
+    """(image bytes, meta) of a sample that can train: it has an image and a caption."""
+    ext = image_extension(files)
+    if ext is None:
+        raise DataError(f"{where}: the sample has no image (.jpg, .png, .webp...).")
+    meta = parse_meta(files.get("json"), where)
+    if not [c for c in meta["captions"] if c.strip()]:
+        raise DataError(f"{where}: the sample has no caption.")
+    return files[ext], meta
+
+
+# --------------------------------------------------------------------------- where the shards are
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    from braceexpand import braceexpand
+
+    return list(braceexpand(pattern))
+
+
+def read_index(folder: Path) -> dict | None:
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable index ({exc}).") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("splits"), dict):
+        raise DataError(f"{path} is not an index written by `wenlan data convert` (format {FORMAT!r}).")
+    return index
+
+
+def count_samples(path: str) -> int:
+    """Samples in a shard, from its headers alone (tarfile seeks past the data)."""
+    return len(scan_shard(path))
+
+
+def scan_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """[(key, {extension: (data offset, size)})] in shard order, reading headers only."""
+    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                key, ext = split_member(member.name)
+                if not samples or samples[-1][0] != key:
+                    samples.append((key, {}))
+                samples[-1][1][ext] = (member.offset_data, member.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"shard {path} is truncated or not a tar file ({exc}).") from None
+    size = os.path.getsize(path)
+    if samples:
+        last = max(off + n for _, files in samples for off, n in files.values())
+        if last > size:
+            raise DataError(f"shard {path} is truncated (ends inside sample {samples[-1][0]}).")
+    return samples
+
+
+def _index_split(folder: Path, index: dict, split: str) -> ShardSplit:
+    entry = index["splits"].get(split)
+    if entry is None:
+        raise DataError(f"{folder / INDEX_NAME} has no split {split!r}; it has: {', '.join(sorted(index['splits'])) or 'none'}.")
+    shards = [ShardInfo(str(folder / s["name"]), int(s["samples"])) for s in entry["shards"]]
+    for shard in shards:
+        if not os.path.isfile(shard.path):
+            raise DataError(f"shard {shard.path}, listed in {folder / INDEX_NAME}, does not exist.")
+    return ShardSplit(split, shards, entry.get("char_counts"), source=str(folder))
+
+
+def resolve_shards(data_dir: str | Path, split: str) -> ShardSplit:
+    """The shards of `split`: a folder written by `wenlan data convert`, or a brace pattern
+    such as ``'shards/train-{000000..000099}.tar'``. A pattern names the shards of the
+    split its files start with (``train-``...; a pattern of other names is the training
+    split); other splits come from the ``index.json`` beside the shards."""
+    text = str(data_dir)
+    if "{" not in text and not text.endswith(".tar"):
+        folder = Path(text)
+        if not folder.is_dir():
+            raise DataError(f"the shard folder {folder} does not exist.")
+        index = read_index(folder)
+        if index is None:
+            raise DataError(
+                f"{folder} has no {INDEX_NAME}; write shards with `wenlan data convert`, or name them with a pattern "
+                f"such as '{folder}/train-{{000000..000009}}.tar'."
+            )
+        return _index_split(folder, index, split)
+    paths = expand_pattern(text)
+    folder = Path(paths[0]).parent
+    index = read_index(folder)
+    names = [Path(p).name for p in paths]
+    prefixes = {n.split("-")[0] for n in names}
+    pattern_split = prefixes.pop() if len(prefixes) == 1 and all("-" in n for n in names) else "train"
+    if split != pattern_split:
+        if index is None:
+            raise DataError(f"--data-dir {text} names {pattern_split} shards and {folder} has no {INDEX_NAME} for the {split} split.")
+        return _index_split(folder, index, split)
+    known = {}
+    char_counts = None
+    if index is not None and split in index["splits"]:
+        known = {s["name"]: int(s["samples"]) for s in index["splits"][split]["shards"]}
+        char_counts = index["splits"][split].get("char_counts")
+    shards = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"shard {path} (from --data-dir {text}) does not exist.")
+        name = Path(path).name
+        shards.append(ShardInfo(path, known[name] if name in known else count_samples(path)))
+    return ShardSplit(split, shards, char_counts, source=text)
+
+
+# --------------------------------------------------------------------------- records (evaluation, encode, check)
+
+
+def read_webdataset(data_dir: str | Path, split: str, *, skip_bad: bool = False, bad: list | None = None) -> list[ImageTextRecord]:
+    """Every sample of `split` as a record whose image is read from the shard by byte range.
+    A sample without image or JSON raises DataError naming shard and key (with `skip_bad`,
+    it is left out and its message appended to `bad`)."""
+    records: list[ImageTextRecord] = []
+    for shard in resolve_shards(data_dir, split).shards:
+        try:
+            samples = scan_shard(shard.path)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            if bad is not None:
+                bad.append(str(exc))
+            continue
+        with open(shard.path, "rb") as handle:
+            for key, files in samples:
+                where = f"shard {shard.path}, sample {key}"
+                try:
+                    ext = image_extension(files)
+                    if ext is None:
+                        raise DataError(f"{where}: the sample has no image (.jpg, .png, .webp...).")
+                    raw = None
+                    if "json" in files:
+                        handle.seek(files["json"][0])
+                        raw = handle.read(files["json"][1])
+                    meta = parse_meta(raw, where)
+                except DataError as exc:
+                    if not skip_bad:
+                        raise
+                    if bad is not None:
+                        bad.append(str(exc))
+                    continue
+                offset, size = files[ext]
+                extra = {"text_ids": [str(t) for t in meta["text_ids"]]} if isinstance(meta.get("text_ids"), list) else {}
+                extra["shard_key"] = key
+                records.append(ImageTextRecord(
+                    image_id=meta["id"], image_path=Path(shard.path), captions=meta["captions"], boxes=meta.get("boxes"),
+                    meta=extra, image_source=TarMember(shard.path, key, offset, size),
+                ))
+    return records
+
+
+@dataclass
+class ShardStats:
+    """What `convert` records per shard (also for the index)."""
+
+    samples: int = 0
+    captions: int = 0
+    skipped: list[str] = field(default_factory=list)
+    char_counts: dict[str, int] = field(default_factory=dict)
