@@ -44,3 +44,13 @@ def synth(
             progress=lambda: progress.advance(task), log=lambda message: progress.console.print(message, markup=False, highlight=False),
         )
     typer.echo(f"Wrote {train} train / {val} val / {test} test images to {out_dir} (AIC-ICC layout).")
+
+
+def _register_commands() -> None:
+    from . import data_check, data_convert
+
+    data_convert.register(app)
+    data_check.register(app)
+
+
+_register_commands()

@@ -23,13 +23,13 @@ from .. import strict_json
 from ..config import ModelConfig, TrainConfig
 from ..data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images, tokenize_all
 from ..data.records import ImageTextRecord
-from ..data.sources import load_records
+from ..data.sources import STREAM_DATASET, load_records
 from ..encode import autocast_context
 from ..errors import DataError, TrainingError, UsageError
 from ..eval.evaluate import evaluate_retrieval
 from ..models.normalization import resolve_image_normalization
 from ..models.registry import create_model, get_model_config
-from ..models.tokenizer import build_char_vocab, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab
+from ..models.tokenizer import build_char_vocab, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab, vocab_from_counts
 from .checkpoint import (
     CheckpointContents,
     latest_checkpoint,
@@ -52,8 +52,8 @@ from .distributed import (
 )
 from .optim import adamw
 from .progress import TrainingProgress
-from .rng import restore_rng_state, rng_state, seed_everything
 from .budget import PRETRAIN_RULE, LossWatch, StepTimer, TrainingPlan, build_plan, estimate_line, plan_warnings, steps_in_budget
+from .rng import restore_rng_state, rng_state, seed_everything
 from .schedule import warmup_cosine
 
 
@@ -138,6 +138,7 @@ class Pretrainer:
         self.plan: TrainingPlan | None = None
         self.restored_plan: dict | None = None
         self.warnings: list[str] = []
+        self.shard_data = None  # --dataset webdataset: the streamed training split
 
     # Set-up -----------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -159,7 +160,12 @@ class Pretrainer:
             if self.ctx.is_main:
                 load_records("synth", None, "train", synth=synth)
             barrier(self.ctx)
-        train = load_records(cfg.dataset, cfg.data_dir, "train", synth=synth, **options)
+        if cfg.dataset == STREAM_DATASET:  # the training split streams from its shards (train/shard_data.py)
+            from .shard_data import ShardTrainData
+
+            self.shard_data, train = ShardTrainData(cfg.data_dir), []
+        else:
+            train = load_records(cfg.dataset, cfg.data_dir, "train", synth=synth, **options)
         val = load_records(cfg.dataset, cfg.data_dir, cfg.eval_split, synth=synth, **options) if self.ctx.is_main else []
         return train, val
 
@@ -168,6 +174,8 @@ class Pretrainer:
             return load_tokenizer(resume_dir)
         if self.cfg.pretrained and model_config.text.hf_name:
             return load_pretrained_tokenizer(model_config.text.hf_name, model_config.text.trust_remote_code)
+        if self.shard_data is not None:
+            return tokenizer_from_vocab(vocab_from_counts(self.shard_data.char_counts()))
         return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
 
     def make_plan(self, batches_per_epoch: int, model_config: ModelConfig, total: int | None = None, seconds_per_step: float | None = None) -> TrainingPlan:
@@ -329,8 +337,12 @@ class Pretrainer:
         model.to(ctx.device)
         optimizer = self.make_optimizer(model)
 
-        caption_counts = [len(r.captions) for r in train_records]
-        probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+        if self.shard_data is not None:
+            probe = self.shard_data.stream(None, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+        else:
+            caption_counts = [len(r.captions) for r in train_records]
+            probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+        images = self.shard_data.images if self.shard_data is not None else len(train_records)
         self.plan = self.make_plan(probe.batches_per_epoch, model_config)
         # The schedule reads the plan at every step, so a time budget can set it after measuring.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, self.plan.warmup, self.plan.total))
@@ -362,23 +374,29 @@ class Pretrainer:
                 model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
             )
 
-        token_ids = [tokenize_all(tokenizer, r.captions, model_config.text.max_length) for r in train_records]
         workers = default_workers() if cfg.workers is None else cfg.workers
-        sampler = PairSampler(
-            caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
-            start_batch=step * cfg.accum_steps,
-        )
-        loader = DataLoader(
-            PairDataset(train_records, token_ids, settings),
-            batch_size=cfg.batch_size,
-            sampler=sampler,
-            collate_fn=PairCollator(settings.max_regions, tokenizer.pad_token_id or 0),
-            num_workers=workers,
-            pin_memory=ctx.device.type == "cuda",
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-            generator=torch.Generator(),
-        )
+        if self.shard_data is not None:
+            loader = self.shard_data.loader(
+                tokenizer, model_config.text.max_length, settings, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank,
+                world_size=ctx.world_size, start_batch=step * cfg.accum_steps, workers=workers, pin_memory=ctx.device.type == "cuda",
+            )
+        else:
+            token_ids = [tokenize_all(tokenizer, r.captions, model_config.text.max_length) for r in train_records]
+            sampler = PairSampler(
+                caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+                start_batch=step * cfg.accum_steps,
+            )
+            loader = DataLoader(
+                PairDataset(train_records, token_ids, settings),
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                collate_fn=PairCollator(settings.max_regions, tokenizer.pad_token_id or 0),
+                num_workers=workers,
+                pin_memory=ctx.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+                generator=torch.Generator(),
+            )
         scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.key_shuffle = None
         if ctx.distributed and model.uses_queues and (cfg.shuffle_bn or (cfg.shuffle_bn is None and has_batchnorm(model.image_encoder))):
@@ -386,11 +404,11 @@ class Pretrainer:
             self.key_shuffle.step = step * cfg.accum_steps
         total = self.plan.total
         self.log(
-            f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {len(train_records):,} "
+            f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {images:,} "
             f"images for {total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {model_config.loss}, "
             f"device {ctx.device}."
         )
-        self.announce_plan(model_config, len(train_records))
+        self.announce_plan(model_config, images)
         stop_reason = None
         start_time = time.monotonic()
         timer = StepTimer(step, self.clock(), skip=self.speed_steps[0], measure=self.speed_steps[1])
@@ -408,7 +426,7 @@ class Pretrainer:
                 problem = non_finite_state(loss_value, lr, model if saving or step % cfg.log_every == 0 or step == total else None)
                 if all_reduce_max_flag(problem is not None, ctx, ctx.device):
                     raise TrainingError(self.non_finite_message(problem or "another process found a NaN or infinity", step))
-                total = self.after_step(step, loss_value, timer, watch, model_config, probe.batches_per_epoch, len(train_records), resume_dir is not None)
+                total = self.after_step(step, loss_value, timer, watch, model_config, probe.batches_per_epoch, images, resume_dir is not None)
                 progress.set_total(total)
                 if step % cfg.log_every == 0 or step == total:
                     elapsed = time.monotonic() - window_start

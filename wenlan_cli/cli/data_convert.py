@@ -1,0 +1,59 @@
+"""`wenlan data convert`: a dataset in any supported layout -> webdataset tar shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+
+def convert(
+    src: Annotated[Path, typer.Argument(help="The dataset folder (or image folder with --from folder).")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the shards and index.json into (new, or an unfinished conversion to continue).")],
+    source: Annotated[str, Opt("--from", help="Layout of SRC: aic-icc, brivl-jsonl, jsonl, csv, muge, flickr30k-cn, coco-cn, folder (images with optional same-name .txt captions) or synth (a `wenlan data synth` folder).")] = "aic-icc",
+    shard_size: Annotated[int, Opt(help="Samples per shard.")] = 1000,
+    max_side: Annotated[Optional[int], Opt(help="Re-encode images whose longer side exceeds this many pixels as JPEG at that size (boxes scaled); default: bytes copied as they are.")] = None,
+    splits: Annotated[Optional[str], Opt(help="Comma-separated splits to convert (default: whichever of train, val, test SRC has).")] = None,
+    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
+    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out (counted in index.json) instead of failing.")] = False,
+) -> None:
+    """Write webdataset tar shards per split, resumably, with an index.json."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..config import check_number
+    from ..data.convert import convert_dataset
+    from ..output_paths import check_outputs, folder_input
+
+    check_number("--shard-size", shard_size, 1, 10_000_000, integer=True)
+    if max_side is not None:
+        check_number("--max-side", max_side, 16, 16384, integer=True)
+    check_outputs([("OUT", out)], folder_input("SRC", src))
+    chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
+    options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as progress:
+        task = None
+
+        def on_split(split: str, samples: int) -> None:
+            nonlocal task
+            task = progress.add_task(f"{split} shards", total=samples)
+
+        index = convert_dataset(
+            source, src, out, shard_size=shard_size, max_side=max_side, splits=chosen, skip_bad=skip_bad,
+            reader_options=options, on_split=on_split, on_sample=lambda n: progress.advance(task, n),
+            log=lambda message: progress.console.print(message, markup=False, highlight=False, soft_wrap=True),
+        )
+    for split, entry in index["splits"].items():
+        skipped = f", {entry['skipped']} unreadable images left out" if entry.get("skipped") else ""
+        typer.echo(f"{split}: {entry['samples']} samples in {len(entry['shards'])} shards{skipped}")
+    typer.echo(f"Wrote {out / 'index.json'}; train on it with --dataset webdataset --data-dir {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert)

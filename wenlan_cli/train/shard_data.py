@@ -1,0 +1,69 @@
+"""The training split as a stream of webdataset shards (``--dataset webdataset``).
+
+What `Pretrainer` needs from a training split, without holding it: the number of
+images (for the plan), the characters of its captions (for a from-scratch vocabulary,
+from the index's counts), and a DataLoader that starts at any batch. Kept apart from
+the trainer so that any trainer can take it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..data.prepare import ImageSettings
+from ..data.shards import ShardSplit, parse_meta, resolve_shards
+from ..data.stream import DEFAULT_BUFFER, PairBatcher, ShardStream, stream_loader
+from ..errors import DataError
+
+# Reading lanes per process. Fixed, so that the order of the batches does not depend on
+# the DataLoader workers: any worker count that divides it gives the same run (and a
+# run may resume with another one).
+LANES = 8
+
+
+def usable_workers(requested: int) -> int:
+    """The largest worker count <= `requested` that divides the lanes (0 stays 0)."""
+    return max((w for w in range(requested + 1) if w == 0 or LANES % w == 0), default=0)
+
+
+class ShardTrainData:
+    def __init__(self, data_dir: str) -> None:
+        self.split: ShardSplit = resolve_shards(data_dir, "train")
+        if not self.split.shards:
+            raise DataError(f"--data-dir {data_dir} names no training shards.")
+
+    @property
+    def images(self) -> int:
+        return self.split.samples
+
+    def char_counts(self) -> dict[str, int]:
+        """Character counts of the captions: from the index, else by reading each sample's JSON."""
+        if self.split.char_counts is not None:
+            return self.split.char_counts
+        from ..data.shards import scan_shard
+        from ..models.tokenizer import count_chars
+
+        counts: Counter = Counter()
+        for shard in self.split.shards:
+            with open(shard.path, "rb") as handle:
+                for key, files in scan_shard(shard.path):
+                    if "json" in files:
+                        handle.seek(files["json"][0])
+                        try:
+                            meta = parse_meta(handle.read(files["json"][1]), f"shard {shard.path}, sample {key}")
+                        except DataError:
+                            continue  # a bad sample is reported when the stream reaches it
+                        count_chars(meta["captions"], counts)
+        return counts
+
+    def stream(self, batcher: PairBatcher | None, *, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int = 0) -> ShardStream:
+        return ShardStream(
+            self.split, batcher, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+            lanes=LANES, start_batch=start_batch, buffer=DEFAULT_BUFFER,
+        )
+
+    def loader(self, tokenizer, max_length: int, settings: ImageSettings, *, batch_size: int, seed: int, rank: int,
+               world_size: int, start_batch: int, workers: int, pin_memory: bool):
+        stream = self.stream(PairBatcher(tokenizer, max_length, settings, seed), batch_size=batch_size, seed=seed,
+                             rank=rank, world_size=world_size, start_batch=start_batch)
+        return stream_loader(stream, usable_workers(workers), pin_memory=pin_memory)
