@@ -337,6 +337,24 @@ def test_micro_batcher_batches_queries_that_arrive_together():
     assert [len(c) for c in calls] == [8, 8, 4, 1]  # 20 at once: full batches; one alone: a batch of one
 
 
+def test_concurrent_requests_share_batches_and_get_their_own_answers(served):
+    queries = [record.captions[0] for record in served["records"]]
+    barrier = threading.Barrier(len(queries))
+    with client_for(served, batch_wait=0.2, batch_size=len(queries)) as client:
+        def ask(query):
+            barrier.wait()
+            return client.get("/search", params={"q": query, "k": 3}).json()
+
+        with ThreadPoolExecutor(len(queries)) as pool:
+            answers = list(pool.map(ask, queries))
+        sizes = client.get("/healthz").json()["recent_batch_sizes"]
+    assert max(sizes) > 1 and sum(sizes) == len(queries)
+    for query, answer in zip(queries, answers):
+        expected = served["searcher"].search(texts=[query], k=3)[0].hits
+        assert answer["query"] == query and [h["path"] for h in answer["results"]] == [h.path for h in expected]
+        np.testing.assert_allclose([h["score"] for h in answer["results"]], [h.score for h in expected], atol=1e-5)
+
+
 def test_micro_batcher_failures_and_back_pressure():
     def broken(items):
         raise RuntimeError("model crashed")
