@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -279,6 +280,29 @@ def test_reload_swaps_generations_while_old_requests_finish(tiny_run, served, tm
     assert not live.changed()  # the same damaged file is not re-read on every look
 
 
+def test_a_rebuild_with_another_checkpoint_swaps_the_model_with_the_index(tiny_run, served, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-ckpt"
+    shutil.copytree(tiny_run.out / "final", other)
+    state = load_file(other / "model.safetensors")
+    name = next(n for n, t in state.items() if t.is_floating_point())
+    state[name] = state[name] + 0.01
+    save_file(state, other / "model.safetensors")
+    images = copy_images(served["records"][:3], tmp_path / "photos")
+    build_index(images, tmp_path / "idx", tiny_run.out, workers=0, device="cpu")
+    live = LiveIndex(tmp_path / "idx", device="cpu")
+    old = live.current
+    build_index(images, tmp_path / "idx", other, workers=0, device="cpu")
+    assert live.refresh()
+    new = live.current
+    assert new.loaded is not old.loaded and new.model_sha256 != old.model_sha256
+    assert Path(new.loaded.path).resolve() == other.resolve()
+    fresh = Searcher(load_index(tmp_path / "idx"), device="cpu").search(texts=["红色圆形"], k=3)[0].hits
+    (answer,) = run_batch([TextJob("红色圆形", 3, new)])
+    np.testing.assert_allclose(answer.scores, [hit.score for hit in fresh], atol=1e-5)
+
+
 def test_requests_during_a_reload_are_all_answered(tiny_run, served, tmp_path):
     images = copy_images(served["records"][:4], tmp_path / "photos")
     build_index(images, tmp_path / "idx", tiny_run.out, workers=0, device="cpu")
@@ -405,3 +429,6 @@ def test_serve_command_errors(served, tmp_path, monkeypatch, capsys):
     assert "--port" in capsys.readouterr().err
     assert main(["serve", "--index", str(served["index"]), "--token", " "]) == 2
     assert "--token" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # the serve extra is not installed
+    assert main(["serve", "--index", str(served["index"])]) == 2
+    assert "pip install 'wenlan[serve]'" in capsys.readouterr().err
