@@ -111,7 +111,8 @@ def test_a_nan_loss_stops_the_run_naming_the_step(synth_dir, tmp_path, tiny_conf
         return loss * float("nan") if calls["n"] == 5 else loss
 
     monkeypatch.setattr(brivl, "brivl_loss", poisoned)
-    cfg = tiny_config(tmp_path / "run", synth_dir, steps=8, save_every=2)
+    # queue_warmup=0: the in-batch warm-up takes another loss, so brivl_loss's 5th call is step 5.
+    cfg = tiny_config(tmp_path / "run", synth_dir, steps=8, save_every=2, queue_warmup=0)
     with pytest.raises(TrainingError, match=r"loss became nan at step 5.*step-00000004"):
         Pretrainer(cfg).run()
     assert ckpt.latest_checkpoint(tmp_path / "run") == tmp_path / "run" / ckpt.step_name(4)

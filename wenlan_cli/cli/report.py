@@ -26,13 +26,10 @@ def report(
     checkpoint retrieves for them. Everything is inside the file (images as data: URIs)."""
     from rich.console import Console
 
-    from ..config import check_number
     from ..report import write_report
     from .options import check_inference_options
 
-    check_number("--examples", examples, 0, integer=True)
-    check_number("--top-k", top_k, 1, integer=True)
-    if examples:
+    if examples > 0:  # write_report checks --examples and --top-k themselves
         check_inference_options(device=device, batch_size=batch_size, workers=workers)
     err = Console(stderr=True)
     path = write_report(
