@@ -113,23 +113,25 @@ def _write_shard(path: Path, records: Sequence[ImageTextRecord], first: int, max
     try:
         with open(tmp, "wb") as handle:
             writer = webdataset.TarWriter(handle, mtime=0)
-            for offset, record in enumerate(records):
-                try:
-                    data, ext, boxes = image_bytes(record, max_side)
-                except DataError as exc:
-                    if not skip_bad:
-                        raise DataError(f"{exc} (pass --skip-bad to leave unreadable images out and count them)") from None
-                    stats["skipped"].append(str(exc))
-                    continue
-                meta = {"id": record.image_id, "captions": list(record.captions), "boxes": boxes}
-                if "text_ids" in record.meta:
-                    meta["text_ids"] = list(record.meta["text_ids"])
-                writer.write({"__key__": sample_key(first + offset), ext: data,
-                              "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")})
-                stats["samples"] += 1
-                stats["captions"] += len(record.captions)
-                count_chars(record.captions, stats["char_counts"])
-            writer.close()
+            try:
+                for offset, record in enumerate(records):
+                    try:
+                        data, ext, boxes = image_bytes(record, max_side)
+                    except DataError as exc:
+                        if not skip_bad:
+                            raise DataError(f"{exc} (pass --skip-bad to leave unreadable images out and count them)") from None
+                        stats["skipped"].append(str(exc))
+                        continue
+                    meta = {"id": record.image_id, "captions": list(record.captions), "boxes": boxes}
+                    if "text_ids" in record.meta:
+                        meta["text_ids"] = list(record.meta["text_ids"])
+                    writer.write({"__key__": sample_key(first + offset), ext: data,
+                                  "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")})
+                    stats["samples"] += 1
+                    stats["captions"] += len(record.captions)
+                    count_chars(record.captions, stats["char_counts"])
+            finally:
+                writer.close()  # also on failure: the tar stream must not outlive the file
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
