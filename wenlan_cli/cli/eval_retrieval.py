@@ -13,7 +13,7 @@ Opt = typer.Option
 
 def eval_retrieval(
     checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory (its final, else latest, checkpoint).")],
-    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl, csv, or a Chinese-CLIP benchmark: muge, flickr30k-cn, coco-cn.")] = "synth",
+    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl, csv, or a Chinese-CLIP benchmark: muge, flickr30k-cn, coco-cn; webdataset for shards.")] = "synth",
     data_dir: Annotated[Optional[str], Opt(help="Folder with the data (synth: default is the cached copy).")] = None,
     split: Annotated[str, Opt(help="train, val or test (muge / flickr30k-cn / coco-cn: train, valid or test; val means valid).")] = "val",
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the metrics to this JSON file.")] = None,

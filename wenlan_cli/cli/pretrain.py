@@ -26,7 +26,7 @@ def pretrain(
     ctx: typer.Context,
     config: Annotated[Optional[Path], Opt("--config", help="JSON or YAML file with any of these options (the command line wins).", rich_help_panel=RUN)] = None,
     model: Annotated[Optional[str], Opt(help="Architecture name (`wenlan models`) or a model-config JSON file.", rich_help_panel=MODEL)] = DEFAULTS.model,
-    dataset: Annotated[Optional[str], Opt(help="synth, aic-icc, brivl-jsonl, jsonl or csv.", rich_help_panel=DATA)] = DEFAULTS.dataset,
+    dataset: Annotated[Optional[str], Opt(help="synth, aic-icc, brivl-jsonl, jsonl, csv, or webdataset (shards from wenlan data convert, streamed).", rich_help_panel=DATA)] = DEFAULTS.dataset,
     data_dir: Annotated[Optional[str], Opt(help="Folder with the data (for synth: a generated folder; default: a cached copy).", rich_help_panel=DATA)] = None,
     out: Annotated[Optional[str], Opt("--out", "-o", help="Run directory: checkpoints, metrics.jsonl, recall.json.", rich_help_panel=RUN)] = DEFAULTS.out,
     steps: Annotated[Optional[int], Opt(help="Optimizer steps. Default, from the data size (any dataset): max(2000 steps, 10 epochs), at most 100000.", rich_help_panel=OPTIM)] = None,
