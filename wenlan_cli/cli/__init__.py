@@ -43,6 +43,9 @@ def _register() -> None:
     serve.register(app)
     app.add_typer(data.app, name="data")
     app.add_typer(convert.app, name="convert")
+    from . import export
+
+    app.add_typer(export.app, name="export")
     from ..tasks import register_task_commands
 
     register_task_commands(app)

@@ -27,6 +27,7 @@ def encode(
     workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
+    backend: Annotated[str, Opt(help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx`, run on onnxruntime without torch.")] = "torch",
 ) -> None:
     """Encode images or texts into vectors (.npy).
 
@@ -39,9 +40,10 @@ def encode(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data.records import ImageTextRecord
-    from ..encode import collect_image_paths, encode_images, encode_texts, read_text_lines
+    from ..backends import check_backend, check_onnx_options, open_backend
+    from ..data.imagefiles import collect_image_paths
+    from ..data.textfile import read_text_lines
     from ..errors import UsageError
-    from ..loading import load_checkpoint
     from .options import check_file_output, check_inference_options
 
     sources = sum(x for x in (bool(paths), texts is not None, dataset is not None))
@@ -53,7 +55,10 @@ def encode(
         raise UsageError("--captions needs --dataset.")
     if output is None and sys.stdout.isatty():
         raise UsageError("refusing to write binary .npy data to a terminal; pass -o FILE.npy or redirect stdout.")
-    dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    if check_backend(backend) == "onnx":
+        dev = check_onnx_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    else:
+        dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
 
     check_outputs(
@@ -88,7 +93,7 @@ def encode(
     encoding_texts = texts is not None or captions
     if not items:
         raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
-    loaded = load_checkpoint(checkpoint, device=dev)
+    encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
     progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True,
                         disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
     skipped: list[dict] = []
@@ -96,23 +101,18 @@ def encode(
         task = progress.add_task("encode", total=len(items))
         advance = lambda n: progress.advance(task, n)  # noqa: E731
         if encoding_texts:
-            vectors = encode_texts(
-                loaded.model, loaded.tokenizer, items, device=dev, max_length=loaded.config.text.max_length,
-                batch_size=batch_size, precision=precision, on_batch=advance,
-            )
+            vectors = encoder.encode_texts(items, batch_size=batch_size, on_batch=advance)
             rows = items
         else:
             if records is None:
                 records = [ImageTextRecord(image_id=str(p), image_path=p, captions=[]) for p in items]
             n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
-            result = encode_images(
-                loaded.model, records, loaded.settings, device=dev, batch_size=batch_size, workers=n_workers,
-                skip_bad=skip_bad, precision=precision, on_batch=advance,
+            vectors, kept, failures = encoder.encode_images(
+                records, batch_size=batch_size, workers=n_workers, skip_bad=skip_bad, on_batch=advance,
             )
-            vectors = result.embeddings
-            rows = [str(items[i]) if dataset is None else records[i].image_id for i in result.kept]
-            skipped = [{"path": str(items[i]), "error": message} for i, message in result.failures] + listed
-    array = np.ascontiguousarray(vectors.numpy().astype(np.float32))
+            rows = [str(items[i]) if dataset is None else records[i].image_id for i in kept]
+            skipped = [{"path": str(items[i]), "error": message} for i, message in failures] + listed
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
     manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,8 @@ def encode(
     if manifest_path is not None:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         manifest_path.write_text(json.dumps({
-            "checkpoint": str(loaded.path),
+            "checkpoint": str(encoder.path),
+            **({"backend": "onnx"} if backend == "onnx" else {}),
             "kind": "text" if encoding_texts else "image",
             "shape": list(array.shape),
             "rows": rows,

@@ -21,6 +21,7 @@ def index(
     workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
+    backend: Annotated[str, Opt(help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx` (default: the index's), run on onnxruntime without torch.")] = "torch",
 ) -> None:
     """Build or update a search index of an image folder.
 
@@ -34,7 +35,12 @@ def index(
     from ..search.index import update_index
     from .options import check_inference_options
 
-    check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    from ..backends import check_backend, check_onnx_options
+
+    if check_backend(backend) == "onnx":
+        check_onnx_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    else:
+        check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
     check_outputs([("--out", out)], [*folder_input("IMAGES_DIR", images_dir), *checkpoint_input("--checkpoint", checkpoint)])
@@ -53,7 +59,7 @@ def index(
     try:
         report = update_index(
             images_dir, out, checkpoint, rebuild=rebuild, hash_contents=hash_contents, skip_bad=skip_bad,
-            batch_size=batch_size, workers=n_workers, device=device, precision=precision,
+            batch_size=batch_size, workers=n_workers, device=device, precision=precision, backend=backend,
             on_start=on_start, on_batch=lambda n: progress.advance(task, n) if task is not None else None,
         )
     finally:

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..data.paths import InsideResolver, quote_value
 from ..data.records import ImageTextRecord
-from ..encode import collect_image_paths, encode_images
+from ..data.imagefiles import collect_image_paths
 from ..errors import CheckpointError, DataError, UsageError
 
 __all__ = [
@@ -178,6 +178,21 @@ def checkpoint_identity(checkpoint: str | Path, known: dict | None = None) -> di
         "embed_dim": int(config.embed_dim),
         "model": config.name,
     }
+
+
+def bundle_identity(bundle_dir: str | Path | None) -> dict:
+    """The identity of an ONNX bundle of `wenlan export onnx`: that of the checkpoint it was
+    exported (and verified) from, recorded in the bundle, plus the bundle's own path under
+    "onnx". An index built on either backend can so be updated on the other."""
+    from ..runtime.bundle import load_bundle
+
+    if bundle_dir is None:
+        raise UsageError("give --checkpoint: a bundle of `wenlan export onnx` to encode with on --backend onnx.")
+    bundle = load_bundle(bundle_dir)
+    identity = bundle.checkpoint
+    if not identity.get("model_sha256"):
+        raise CheckpointError(f"{bundle.directory} does not record the checkpoint it was exported from; export it again.")
+    return {**identity, "onnx": str(bundle.directory.resolve())}
 
 
 # --------------------------------------------------------------------------- reading
@@ -397,6 +412,7 @@ def update_index(
     workers: int = 0,
     device: str = "cpu",
     precision: str = "fp32",
+    backend: str = "torch",
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> IndexReport:
@@ -406,6 +422,9 @@ def update_index(
     the existing index was built with. `hash_contents` (default: the existing index's
     setting, else False) records and compares SHA-256 hashes of the files. `on_start`
     gets the number of images to encode, `on_batch` the images done per batch.
+    `backend="onnx"` encodes on onnxruntime with a bundle of `wenlan export onnx` given as
+    `checkpoint` (default: the bundle the index recorded); its vectors count as the
+    checkpoint's it was verified against, so either backend updates the index.
 
     Raises UsageError for a checkpoint other than the index's own (without `rebuild`),
     DataError for unreadable images (unless `skip_bad`) or a folder without images.
@@ -439,8 +458,11 @@ def update_index(
         if checkpoint is None:
             if previous is None:
                 raise UsageError("give --checkpoint: there is no index yet to take the checkpoint from.")
-            checkpoint = previous.checkpoint["path"]
-        identity = checkpoint_identity(checkpoint, known=previous.checkpoint if previous else None)
+            checkpoint = previous.checkpoint.get("onnx") if backend == "onnx" else previous.checkpoint["path"]
+        if backend == "onnx":
+            identity = bundle_identity(checkpoint)
+        else:
+            identity = checkpoint_identity(checkpoint, known=previous.checkpoint if previous else None)
         if previous is not None and (
             previous.checkpoint.get("model_sha256") != identity["model_sha256"]
             or previous.checkpoint.get("embed_dim") != identity["embed_dim"]
@@ -466,7 +488,7 @@ def update_index(
         seen = {row.path for row, _ in scanned}
         removed = [row.path for row in previous.rows if row.path not in seen] if previous is not None else []
 
-        new_vectors, failures = _encode(to_encode, identity, skip_bad=skip_bad, batch_size=batch_size,
+        new_vectors, failures = _encode(to_encode, identity, backend=backend, skip_bad=skip_bad, batch_size=batch_size,
                                         workers=workers, device=device, precision=precision,
                                         on_start=on_start, on_batch=on_batch)
         failed = {path for path, _ in failures}
@@ -532,12 +554,29 @@ def _is_ours(name: str) -> bool:
     return (name.startswith(("vectors.", "manifest.", INDEX_FILE + ".")))
 
 
-def _encode(to_encode, identity, *, skip_bad, batch_size, workers, device, precision, on_start, on_batch):
+def encode_images(*args, **kwargs):
+    """`wenlan_cli.encode.encode_images`, imported on first use: it needs torch, which
+    indexing on the ONNX backend does without."""
+    from ..encode import encode_images as encode
+
+    return encode(*args, **kwargs)
+
+
+def _encode(to_encode, identity, *, backend="torch", skip_bad, batch_size, workers, device, precision, on_start, on_batch):
     """{relative path: vector} of the images to (re-)encode, and the unreadable ones."""
     if on_start is not None:
         on_start(len(to_encode))
     if not to_encode:
         return {}, []
+    if backend == "onnx":
+        from ..backends import OnnxBackend
+
+        records = [ImageTextRecord(image_id=row.path, image_path=path, captions=[]) for row, path in to_encode]
+        embeddings, kept, bad = OnnxBackend(identity["onnx"]).encode_images(
+            records, batch_size=batch_size, workers=workers, skip_bad=skip_bad, on_batch=on_batch)
+        embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        vectors = {to_encode[i][0].path: embeddings[n] for n, i in enumerate(kept)}
+        return vectors, [(to_encode[i][0].path, message) for i, message in bad]
     import torch
 
     from ..loading import load_checkpoint
