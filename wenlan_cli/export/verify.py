@@ -131,8 +131,8 @@ def verify_bundle(loaded, bundle, *, records: Sequence[ImageTextRecord] | None =
     with tempfile.TemporaryDirectory(prefix="wenlan-export-check-") as tmp:
         if records is None:
             records = generated_records(Path(tmp), loaded.settings, samples, seed)
-        if texts is None:
-            texts = generated_texts(loaded.tokenizer, samples, loaded.config.text.max_length, seed)
+        if not texts:  # none given, or a split without captions: generated ones (no recall then)
+            texts, gold = generated_texts(loaded.tokenizer, samples, loaded.config.text.max_length, seed), None
         cpu = torch.device("cpu")
         reference = torch_images(loaded.model, records, loaded.settings, device=cpu, batch_size=batch_size)
         first = onnx_images(bundle, records, batch_size=batch_size)

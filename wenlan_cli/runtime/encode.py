@@ -59,13 +59,12 @@ def encode_images(
     kept: list[int] = []
     failures: list[tuple[int, str]] = []
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    mapper = pool.map if pool is not None else map
     try:
-        prepare = (lambda batch: pool.map(lambda r: _prepare(r, settings), batch)) if pool else (
-            lambda batch: [_prepare(r, settings) for r in batch])
         for start in range(0, len(records), batch_size):
             chunk = range(start, min(start + batch_size, len(records)))
             prepared, indices = [], []
-            for i, item in zip(chunk, prepare([records[i] for i in chunk])):
+            for i, item in zip(chunk, mapper(_prepare, [records[i] for i in chunk], [settings] * len(chunk))):
                 if isinstance(item, DataError):
                     if not skip_bad:
                         raise DataError(f"{item} (pass --skip-bad to leave unreadable images out)")
