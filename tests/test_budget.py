@@ -86,10 +86,10 @@ def test_build_plan_sources_and_explicit_values():
 
 def test_pretrainer_plan_auto_queue_warmup_depends_on_pretrained(tmp_path, synth_dir, tiny_config):
     model_config = get_model_config("brivl-tiny")
-    scratch = Pretrainer(tiny_config(tmp_path / "a", synth_dir, steps=None, batch_size=64, warmup=None))
+    scratch = Pretrainer(tiny_config(tmp_path / "a", synth_dir, steps=None, batch_size=64, warmup=None, queue_warmup="auto"))
     plan = scratch.make_plan(46, model_config)
     assert (plan.total, plan.warmup, plan.queue_warmup, plan.source) == (2000, 200, 100, "data-size rule")
-    pretrained = Pretrainer(tiny_config(tmp_path / "b", synth_dir, steps=None, batch_size=64, warmup=None, pretrained=True))
+    pretrained = Pretrainer(tiny_config(tmp_path / "b", synth_dir, steps=None, batch_size=64, warmup=None, pretrained=True, queue_warmup="auto"))
     assert pretrained.make_plan(46, model_config).queue_warmup == 0
 
 
@@ -224,7 +224,7 @@ def test_pretrain_prints_the_plan_and_the_warnings(tmp_path, synth_dir, tiny_con
 
 
 def test_auto_queue_warmup_in_a_run_from_scratch(tmp_path, synth_dir, tiny_config):
-    trainer, text = _trainer(tiny_config(tmp_path / "run", synth_dir, steps=4, log_every=2))
+    trainer, text = _trainer(tiny_config(tmp_path / "run", synth_dir, steps=4, log_every=2, queue_warmup="auto"))
     trainer.run()
     assert trainer.plan.queue_warmup == 2  # half of the 4-step run
     assert "queue warm-up 2 steps" in text.getvalue()
@@ -232,7 +232,7 @@ def test_auto_queue_warmup_in_a_run_from_scratch(tmp_path, synth_dir, tiny_confi
 
 def test_time_budget_plans_the_run_to_end_on_time_and_a_resume_keeps_the_plan(tmp_path, synth_dir, tiny_config):
     out = tmp_path / "run"
-    cfg = tiny_config(out, synth_dir, steps=None, warmup=None, time_budget="8s", save_every=6, keep=5, log_every=1)
+    cfg = tiny_config(out, synth_dir, steps=None, warmup=None, time_budget="8s", save_every=6, keep=5, log_every=1, queue_warmup="auto")
     trainer, text = _trainer(cfg, FakeClock(1.0))
     result = trainer.run()
     # clock reads: 0 at the start, step k ends at k; steps 2-4 take 3 s -> 1 s/step; at step 4
