@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wenlan_cli.config import ModelConfig
+from wenlan_cli import strict_json
+from wenlan_cli.config import ModelConfig, check_number
 from wenlan_cli.data.pipeline import (
     ImageSettings,
     PairCollator,
@@ -145,6 +146,8 @@ class FinetuneConfig:
             raise UsageError("--train-top-blocks must be 0 or more.")
         if self.eval_every is not None and self.eval_every < 0:
             raise UsageError("--eval-every must be 0 or more.")
+        for name, bound in FINETUNE_BOUNDS.items():
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), *bound)
         self.tower_mode()
         self.decode_options().validate()
 
@@ -157,6 +160,17 @@ class FinetuneResult:
     best: Path
     final: Path
     stopped_early: str | None = None
+
+
+# The bounds of finetune-caption's numeric options, with the core's rule (wenlan_cli.config.
+# check_number): NaN, infinities and values outside are refused naming the option.
+FINETUNE_BOUNDS = {
+    "lr": (0, None, True, False), "tower_lr": (0, None, True, False), "weight_decay": (0, None, False, False),
+    "grad_clip": (0, None, False, False), "epochs": (0, None, True, False), "max_time": (0, None, True, False),
+    "workers": (0, 256, False, False), "d_model": (1, 65536, False, False), "layers": (1, 256, False, False),
+    "heads": (1, 1024, False, False), "ff_dim": (1, 262144, False, False), "dropout": (0, 1, False, True),
+    "max_positions": (1, 8192, False, False), "image_size": (16, 4096, False, False),
+}
 
 
 class CaptionFinetuner:
@@ -178,7 +192,7 @@ class CaptionFinetuner:
         self.console.print(message, soft_wrap=True)
 
     def record(self, entry: dict) -> None:
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        line = strict_json.dumps(entry, ensure_ascii=False) + "\n"
         self.metrics_lines.append(line)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -435,7 +449,7 @@ class CaptionFinetuner:
         final_scores = self.evaluate(model, tokenizer, model_config, val_records, settings, device, decode, step, meteor=cfg.meteor, final=True)
         final = save_run_checkpoint(self.out / "final", model, tokenizer, model_config, {**self.common_info, "step": step, "val_scores": final_scores}, self.metrics_lines)
         scores = self.best_scores
-        (self.out / "scores.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False), encoding="utf-8")
+        (self.out / "scores.json").write_text(strict_json.dumps(scores, indent=2, ensure_ascii=False), encoding="utf-8")
         if stop_reason:
             self.log(f"Stopped ({stop_reason}) at step {step} of {total}.")
         return FinetuneResult(self.out, step, scores, self.out / "best", final, stop_reason)
