@@ -139,3 +139,16 @@ def test_data_synth_image_size_has_an_upper_bound(capsys, tmp_path):
     code, _, err = run_cli(capsys, "data", "synth", tmp_path / "s", "--image-size", "100000")
     assert code == 2 and err == "error: --image-size must be at least 32 and at most 1024, not 100000.\n"
     assert not (tmp_path / "s").exists()
+
+
+def test_data_synth_refuses_a_dataset_larger_than_the_free_disk(capsys, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    code, _, err = run_cli(capsys, "data", "synth", tmp_path / "s", "--train", "100000000")
+    assert code == 2 and err == "error: --train must be at least 0 and at most 10000000, not 100000000.\n"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))  # 1 MiB free
+    code, _, err = run_cli(capsys, "data", "synth", tmp_path / "s", "--train", "5000", "--val", "10", "--test", "10")
+    assert code == 2 and "5,020 images of 128 px need about 22 MiB but" in err and "has 1 MiB free" in err and "lower --train or --image-size" in err
+    assert not (tmp_path / "s").exists()
