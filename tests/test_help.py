@@ -56,3 +56,10 @@ def test_defaults_shown_in_help_do_not_override_a_config_file(capsys, tmp_path):
     config.write_text("batch_size: 0\n", encoding="utf-8")  # only the file sets it: the file's value is checked
     code = main(["pretrain", "--config", str(config), "--out", str(tmp_path / "o")])
     assert code == 2 and "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_arguments_read_as_their_names_in_capitals(capsys, monkeypatch):
+    out = help_text(capsys, monkeypatch, 80, "index")
+    assert "wenlan index [OPTIONS] {IMAGES_DIR}" in out and "{images_dir}" not in out
+    code = main(["index"])
+    assert code == 2 and "Missing argument 'IMAGES_DIR'" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""How `--help` reads: a flag shows no value type.
+"""How `--help` reads: a flag shows no value type, an argument reads as its name in capitals.
 
 Typer's rich help prints a type beside every option, so flags (--help, --skip-bad,
 --pretrained/--no-pretrained) read `<bool>` as if they took a value. A flag takes
 none: its metavar is set to the empty string, which the help prints as nothing.
+Arguments are named in capitals (IMAGES_DIR, RUN_DIR), as the commands' help texts
+refer to them, instead of Typer's lower-case `{images_dir}`.
 """
 
 from __future__ import annotations
@@ -18,5 +20,7 @@ def flags_without_type(command) -> None:
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        elif param.param_type_name == "argument" and param.metavar is None and param.name:
+            param.metavar = param.name.upper()
     for sub in getattr(command, "commands", {}).values():
         flags_without_type(sub)
