@@ -21,7 +21,8 @@ reproduces that on a CPU scale, in two stages, both through `Pretrainer.run()` (
    like product listings: other drawings, other words), moco against clip at batch 16
    and 32, 3 seeds, the same steps and everything else equal, from those weights; no
    queue warm-up (the paper's loss throughout). The queue holds `--queue-size` keys with
-   the false-negative mask on (the default). Each final checkpoint is evaluated on the
+   the false-negative mask on (`--mask-false-negatives`; `--no-mask` turns it off: tiles
+   repeats attribute sets, so identical captions recur). Each final checkpoint is evaluated on the
    tiles val split (every caption a query; mean of the six R@K).
 
 Prints ONE JSON line: every run, mean ± std per (batch, loss), the paired moco - clip
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--tiles-train", type=int, default=1000)
     parser.add_argument("--tiles-val", type=int, default=300)
     parser.add_argument("--queue-size", type=int, default=1024)
+    parser.add_argument("--no-mask", action="store_true", help="moco without the false-negative mask")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak lr of the comparison runs")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="cpu")
@@ -150,7 +152,7 @@ def main() -> None:
                         workers=0, keep=1, log_every=max(1, args.steps // 10),
                     )
                     if loss == "moco":
-                        options.update(queue_size=args.queue_size, queue_warmup=0)
+                        options.update(queue_size=args.queue_size, queue_warmup=0, mask_false_negatives=not args.no_mask)
                     t0 = time.monotonic()
                     run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
                     train_s = time.monotonic() - t0
@@ -187,7 +189,7 @@ def main() -> None:
         "config": {
             "model": "brivl-tiny", "data": "tiles (benchmarks/unseen_data.py)", "train_images": len(tiles_train),
             "val_images": len(tiles_val), "steps": args.steps, "batch_sizes": batch_sizes, "seeds": seeds,
-            "losses": losses, "queue_size": args.queue_size, "queue_warmup": 0, "lr": args.lr, "warmup": args.warmup,
+            "losses": losses, "queue_size": args.queue_size, "queue_warmup": 0, "mask_false_negatives": not args.no_mask, "lr": args.lr, "warmup": args.warmup,
         },
         "runs": runs,
         "mean_recall": summary,

@@ -34,8 +34,8 @@ the length of one run and never change wenlan_cli's files):
   --queue-warmup N       (as `wenlan pretrain --queue-warmup N`) the first N steps use the in-batch loss on the query towers
                          (as `--loss clip`, summed over the two directions) while the
                          queue fills with momentum keys; then the queue loss.
-The variants apply wenlan's false-negative mask (`--mask-false-negatives`, on by
-default) as `brivl_loss` does; `benchmarks/false_negatives.py` measures the mask itself.
+With `--mask-false-negatives` (off by default) the variants apply wenlan's false-negative
+mask as `brivl_loss` does; `benchmarks/false_negatives.py` measures the mask itself.
 """
 
 from __future__ import annotations
@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--queue-init", choices=["random", "empty"], default="random")
     parser.add_argument("--in-batch-negatives", action="store_true")
     parser.add_argument("--queue-warmup", type=int, default=0, help="steps of in-batch loss before the queue loss")
+    parser.add_argument("--mask-false-negatives", action="store_true", help="moco: wenlan's false-negative mask")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--weight-decay", type=float, default=0.05)
@@ -272,7 +273,8 @@ def main() -> None:
                         synth_val=args.synth_val, synth_test=args.synth_test,
                     )
                     if loss == "moco":
-                        options.update(queue_size=args.queue_size, momentum=args.momentum)
+                        options.update(queue_size=args.queue_size, momentum=args.momentum,
+                                       mask_false_negatives=args.mask_false_negatives)
                     variant = None
                     if loss == "moco" and variant_on:
                         variant = QueueLossVariant(args.queue_size, batch, queue_init=args.queue_init,
@@ -334,7 +336,7 @@ def main() -> None:
             "queue_size": args.queue_size, "momentum": args.momentum if args.momentum is not None else base.momentum,
             "temperature": args.temperature if args.temperature is not None else base.temperature,
             "queue_init": args.queue_init, "in_batch_negatives": args.in_batch_negatives,
-            "queue_warmup": args.queue_warmup, "lr": args.lr, "warmup": args.warmup, "weight_decay": args.weight_decay,
+            "queue_warmup": args.queue_warmup, "mask_false_negatives": args.mask_false_negatives, "lr": args.lr, "warmup": args.warmup, "weight_decay": args.weight_decay,
         },
         "runs": runs,
         "mean_recall": summary,

@@ -155,7 +155,9 @@ def test_pairs_carry_their_image_id_and_caption_hash(tmp_path):
 def test_the_option_reaches_the_model_config():
     cfg = TrainConfig(mask_false_negatives=False)
     assert apply_overrides(get_model_config("brivl-tiny"), cfg).mask_false_negatives is False
-    assert apply_overrides(get_model_config("brivl-tiny"), TrainConfig()).mask_false_negatives is True
+    cfg = TrainConfig(mask_false_negatives=True)
+    assert apply_overrides(get_model_config("brivl-tiny"), cfg).mask_false_negatives is True
+    assert apply_overrides(get_model_config("brivl-tiny"), TrainConfig()).mask_false_negatives is False  # no gain measured
 
 
 def test_training_masks_the_images_that_come_back_and_queues_their_ids(synth_dir, tmp_path, tiny_config, monkeypatch):
@@ -172,7 +174,7 @@ def test_training_masks_the_images_that_come_back_and_queues_their_ids(synth_dir
 
     monkeypatch.setattr(brivl, "false_negatives", counting)
     out = tmp_path / "run"
-    result = Pretrainer(tiny_config(out, synth_dir, steps=10, queue_warmup=0)).run()
+    result = Pretrainer(tiny_config(out, synth_dir, steps=10, queue_warmup=0, mask_false_negatives=True)).run()
     assert result.step == 10 and math.isfinite(result.metrics["mean_recall"])
     per_step = masked[::2]  # image queue, text queue: the same ids
     assert per_step[:6] == [0] * 6 and sum(per_step[6:]) > 0

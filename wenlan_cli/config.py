@@ -88,7 +88,8 @@ class ModelConfig:
     temperature: float = 0.07
     loss: str = "moco"
     # moco: a queued key of the query's own image or identical caption is not a negative.
-    mask_false_negatives: bool = True
+    # Off by default: no gain measured (benchmarks/README.md, 3a).
+    mask_false_negatives: bool = False
 
     def validate(self) -> None:
         if self.loss not in ("moco", "clip"):

@@ -40,7 +40,7 @@ def pretrain(
     momentum: Annotated[Optional[float], Opt(help="Momentum m of the key towers.", rich_help_panel=MODEL)] = None,
     temperature: Annotated[Optional[float], Opt(help="Softmax temperature.", rich_help_panel=MODEL)] = None,
     loss: Annotated[Optional[str], Opt(help="moco (BriVL: momentum towers + queues) or clip (in-batch).", rich_help_panel=MODEL)] = None,
-    mask_false_negatives: Annotated[Optional[bool], Opt("--mask-false-negatives/--no-mask-false-negatives", help="moco: a queued key of the query's own image or identical caption is not a negative (default: on, as the model config says).", rich_help_panel=SWITCHES)] = None,
+    mask_false_negatives: Annotated[Optional[bool], Opt("--mask-false-negatives/--no-mask-false-negatives", help="moco: a queued key of the query's own image or identical caption is not a negative (default: off, as the model config says).", rich_help_panel=SWITCHES)] = None,
     queue_warmup: Annotated[Optional[str], Opt(help="moco: in-batch loss for the first N steps while the queues fill. auto (default): none with --pretrained; from scratch max(100, steps to fill the queue, 5% of the run), at most half of it.", rich_help_panel=MODEL)] = None,
     pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Start the towers from their published weights.", rich_help_panel=SWITCHES)] = None,
     image_weights: Annotated[Optional[str], Opt(help="timm name or local file of the image backbone's weights (with --pretrained).", rich_help_panel=MODEL)] = None,
