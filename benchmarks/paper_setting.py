@@ -129,7 +129,7 @@ def main() -> None:
         tiles = write_dataset("tiles", work / "tiles", train=args.tiles_train, val=args.tiles_val, seed=0)
         tiles_train = load_records("aic-icc", str(tiles), "train")
         tiles_val = load_records("aic-icc", str(tiles), "val")
-        extra = [c for r in tiles_train + tiles_val for c in r.captions]
+        extra = [c for r in list(tiles_train) + list(tiles_val) for c in r.captions]
 
         t0 = time.monotonic()
         pre = run_wenlan(
