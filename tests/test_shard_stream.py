@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import webdataset
 from PIL import Image
 
@@ -48,7 +49,7 @@ def tokenizer():
     return tokenizer_from_vocab(build_char_vocab(CAPTIONS))
 
 
-def make_stream(pattern, tokenizer, *, batch, rank=0, world=1, lanes=1, start=0, seed=3, buffer=8):
+def make_stream(pattern, tokenizer, *, batch, rank=0, world=1, lanes=8, start=0, seed=3, buffer=8):
     split = resolve_shards(pattern, "train")
     return ShardStream(split, PairBatcher(tokenizer, 16, SETTINGS, seed), batch_size=batch, seed=seed, rank=rank,
                        world_size=world, lanes=lanes, start_batch=start, buffer=buffer)
@@ -68,7 +69,7 @@ def test_one_epoch_sees_every_sample_once_across_two_processes_and_two_workers(t
     pattern = write_shards(tmp_path / "s", [10, 10, 10, 10, 10, 10, 4])  # 64 samples, uneven shards
     per_rank = 64 // (4 * 2)  # batches per process in one epoch
     seen = Counter()
-    streams = [make_stream(pattern, tokenizer, batch=4, rank=r, world=2, lanes=2) for r in range(2)]
+    streams = [make_stream(pattern, tokenizer, batch=4, rank=r, world=2) for r in range(2)]
     for stream in streams:
         assert stream.batches_per_epoch == per_rank
         for batch in take(stream, 2, per_rank):
@@ -88,8 +89,8 @@ def test_one_epoch_sees_every_sample_once_across_two_processes_and_two_workers(t
 
 
 def test_the_epoch_boundary_neither_repeats_nor_drops_when_batches_straddle_it(tmp_path, tokenizer):
-    pattern = write_shards(tmp_path / "s", [7, 7, 7])  # 21 samples: lanes of 10 and 11, batches of 4
-    stream = make_stream(pattern, tokenizer, batch=4, lanes=2)
+    pattern = write_shards(tmp_path / "s", [7, 7, 7])  # 21 samples: 8 lanes of 2 or 3, batches of 8
+    stream = make_stream(pattern, tokenizer, batch=8)
     batches = take(stream, 2, 14)
     by_epoch = {0: Counter(), 1: Counter()}
     for batch in batches:
@@ -104,18 +105,27 @@ def test_the_epoch_boundary_neither_repeats_nor_drops_when_batches_straddle_it(t
 def test_the_order_is_deterministic_per_seed_and_independent_of_the_worker_count(tmp_path, tokenizer):
     pattern = write_shards(tmp_path / "s", [9, 9, 9, 9])
     keys = lambda batches: [k for b in batches for k in b["keys"]]  # noqa: E731
-    main_process = take(make_stream(pattern, tokenizer, batch=3, lanes=2), 0, 10)
-    two_workers = take(make_stream(pattern, tokenizer, batch=3, lanes=2), 2, 10)
+    main_process = take(make_stream(pattern, tokenizer, batch=8), 0, 10)
+    two_workers = take(make_stream(pattern, tokenizer, batch=8), 2, 10)
     assert keys(main_process) == keys(two_workers)
     assert all(a["input_ids"].equal(b["input_ids"]) and a["images"].equal(b["images"]) for a, b in zip(main_process, two_workers))
-    assert keys(take(make_stream(pattern, tokenizer, batch=3, lanes=2, seed=4), 0, 10)) != keys(main_process)
+    assert keys(take(make_stream(pattern, tokenizer, batch=8, seed=4), 0, 10)) != keys(main_process)
+
+
+def test_two_processes_see_what_one_process_with_the_double_batch_sees(tmp_path, tokenizer):
+    pattern = write_shards(tmp_path / "s", [9, 9, 9, 9])
+    one = take(make_stream(pattern, tokenizer, batch=8), 0, 9)
+    ranks = [take(make_stream(pattern, tokenizer, batch=4, rank=r, world=2), 2, 9) for r in range(2)]
+    for k, batch in enumerate(one):
+        assert batch["keys"] == ranks[0][k]["keys"] + ranks[1][k]["keys"]
+        assert batch["images"].equal(torch.cat([ranks[0][k]["images"], ranks[1][k]["images"]]))
 
 
 @pytest.mark.parametrize("start", [1, 5, 13])
 def test_resume_mid_epoch_continues_exactly_where_the_run_stopped(tmp_path, tokenizer, start):
-    pattern = write_shards(tmp_path / "s", [6, 6, 6, 5])  # 23 samples, 2 lanes: epochs end mid-batch
-    whole = take(make_stream(pattern, tokenizer, batch=4, lanes=2), 2, 16)
-    resumed = take(make_stream(pattern, tokenizer, batch=4, lanes=2, start=start), 2, 16 - start)
+    pattern = write_shards(tmp_path / "s", [6, 6, 6, 5])  # 23 samples, 8 lanes: epochs end mid-batch
+    whole = take(make_stream(pattern, tokenizer, batch=8), 2, 16)
+    resumed = take(make_stream(pattern, tokenizer, batch=8, start=start), 2, 16 - start)
     assert [b["keys"] for b in resumed] == [b["keys"] for b in whole[start:]]
     assert all(a["input_ids"].equal(b["input_ids"]) for a, b in zip(resumed, whole[start:]))
 

@@ -1,26 +1,30 @@
 """Training pairs streamed from webdataset shards, in bounded memory, resumable exactly.
 
-The order is a pure function of (seed, epoch, process count, lanes), never of timing:
+The order is a pure function of (seed, epoch, global batch), never of timing, of the
+DataLoader workers or of how the global batch is split among processes:
 
+- the data is read through `lanes` (8) *lanes*. Each global batch (``batch_size x
+  world_size``) is cut into 8 contiguous chunks, chunk ``l`` coming from lane ``l``;
+  process ``r`` owns the lanes of its slice of the global batch, so N processes x B see
+  exactly the pairs 1 process x N*B sees, as the file layouts do (lanes fall back to
+  one per process when the process count does not divide 8);
 - each epoch the shard list is permuted by the seed and read as one sequence of
-  samples; that sequence is cut into ``world_size x lanes`` contiguous, equal (within
-  one sample) ranges, one per *lane*. Lane ``l`` of process ``r`` is lane
-  ``r * lanes + l``. Ranges are whole shards except at their two ends, so the lanes
-  of all processes read disjoint samples and (nearly) disjoint shards;
+  samples, cut into one contiguous range per lane in proportion to its chunk. Ranges
+  are whole shards except at their two ends, so lanes, hence processes and DataLoader
+  workers, read disjoint samples and (nearly) disjoint shards;
 - a lane shuffles its range through a buffer of `buffer` samples (seeded by seed,
   epoch and lane) and runs on into the next epoch without a gap: a batch may hold the
   last samples of one epoch and the first of the next, and no sample is dropped or
   repeated at the boundary;
-- a process's batch ``k`` is the next `batch_size` samples of its lane ``k % lanes``.
-  DataLoader worker ``w`` of ``W`` makes the batches ``(k - start) % W == w`` (lanes
-  must be a multiple of W, so a lane lives in one worker), and the DataLoader hands
-  batches back round-robin from worker 0, that is in order of ``k``.
+- DataLoader worker ``w`` of ``W`` reads the process's lanes ``w, w + W, ...`` and
+  yields their chunks step by step; the DataLoader hands results back round-robin
+  from worker 0, which is the order of the lanes, and `StreamBatches` joins a step's
+  chunks into the batch.
 
-So the state after ``n`` batches is ``n`` alone: lane ``l`` has given
-``ceil((n - l) / lanes) * batch_size`` samples, i.e. an epoch and a position inside it;
-a resume replays that lane's epoch to the position without decoding a single image.
-Memory holds the buffers and the shard list, not the dataset. Captions are tokenised
-per batch, in the worker.
+So the state after ``n`` steps is ``n`` alone: lane ``l`` has given ``n x chunk(l)``
+samples, i.e. an epoch and a position inside it; a resume replays that lane's epoch to
+the position without decoding a single image. Memory holds the buffers and the shard
+list, not the dataset. Captions are tokenised per chunk, in the workers.
 """
 
 from __future__ import annotations
@@ -124,39 +128,51 @@ def shuffled(items: Iterator[RawSample], size: int, rng: random.Random) -> Itera
         yield buffer.pop()
 
 
+def choose_lanes(lanes: int, world_size: int, global_batch: int) -> int:
+    """The number of lanes of a run: `lanes` when the processes can share them equally and
+    every lane gets a sample of each global batch, else one lane per process."""
+    if lanes % world_size == 0 and global_batch >= lanes:
+        return lanes
+    return world_size
+
+
 class ShardStream(IterableDataset):
-    """Batches of training pairs from `split` for process `rank` of `world_size` (see the
-    module doc). Use with ``DataLoader(stream, batch_size=None, num_workers=W)`` where
-    `lanes` is a multiple of W (W = 0: the main process makes every lane's batches).
-    Each batch is `PairCollator`'s dict plus ``keys`` (the samples, "shard:key") and
-    ``epochs`` (the epoch each sample belongs to)."""
+    """Chunks of training pairs from `split` for process `rank` of `world_size` (see the
+    module doc); `StreamBatches` joins a process's chunks into its batches. Use with
+    ``DataLoader(stream, batch_size=None, num_workers=W)`` where W divides the process's
+    lanes (W = 0: the main process reads every lane). Each chunk is `PairCollator`'s dict
+    plus ``keys`` (the samples, "shard:key") and ``epochs`` (each sample's epoch)."""
 
     def __init__(
         self, split: ShardSplit, batcher: "PairBatcher | None", *, batch_size: int, seed: int, rank: int = 0,
-        world_size: int = 1, lanes: int = 1, start_batch: int = 0, buffer: int = DEFAULT_BUFFER,
+        world_size: int = 1, lanes: int = 8, start_batch: int = 0, buffer: int = DEFAULT_BUFFER,
     ) -> None:
         self.shards = list(split.shards)
         self.total = split.samples
         self.batcher = batcher
         self.batch_size = batch_size
+        self.global_batch = batch_size * world_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.lanes = max(1, lanes)
+        self.lanes = choose_lanes(max(1, lanes), world_size, self.global_batch)
+        self.own = self.lanes // world_size  # lanes of this process: rank * own ... rank * own + own - 1
         self.start_batch = start_batch
         self.buffer = max(1, buffer)
-        if self.total < batch_size * world_size:
+        if self.total < self.global_batch:
             raise DataError(
                 f"the training shards hold {self.total} samples, fewer than one global batch "
-                f"({batch_size * world_size}); lower --batch-size."
+                f"({self.global_batch}); lower --batch-size."
             )
-        if self.total < world_size * self.lanes:
-            raise DataError(f"the training shards hold {self.total} samples, fewer than the {world_size * self.lanes} reading lanes; use fewer --workers.")
 
     @property
     def batches_per_epoch(self) -> int:
-        """Batches a process takes per pass over the data (the plan's epoch)."""
-        return max(1, self.total // (self.batch_size * self.world_size))
+        """Steps per pass over the data (the plan's epoch)."""
+        return max(1, self.total // self.global_batch)
+
+    def chunk_size(self, lane: int) -> int:
+        """Lane `lane`'s share of every global batch: its contiguous slice of the batch."""
+        return self.global_batch * (lane + 1) // self.lanes - self.global_batch * lane // self.lanes
 
     def epoch_shards(self, epoch: int) -> list[ShardInfo]:
         order = list(self.shards)
@@ -164,9 +180,10 @@ class ShardStream(IterableDataset):
         return order
 
     def lane_range(self, lane: int) -> tuple[int, int]:
-        """[start, stop) of lane `lane` (global) in an epoch's sample sequence."""
-        count = self.world_size * self.lanes
-        return lane * self.total // count, (lane + 1) * self.total // count
+        """[start, stop) of lane `lane` in an epoch's sample sequence, in proportion to its chunk."""
+        start = self.total * (self.global_batch * lane // self.lanes) // self.global_batch
+        stop = self.total * (self.global_batch * (lane + 1) // self.lanes) // self.global_batch
+        return start, stop
 
     def lane_epoch(self, lane: int, epoch: int) -> Iterator[RawSample]:
         """Lane `lane`'s samples of `epoch`, shuffled through the buffer."""
@@ -188,6 +205,8 @@ class ShardStream(IterableDataset):
         """Lane `lane`'s endless sample stream after its first `consumed` samples."""
         start, stop = self.lane_range(lane)
         size = stop - start
+        if size <= 0:
+            raise DataError(f"the training shards hold {self.total} samples, too few for {self.lanes} reading lanes.")
         epoch, skip = divmod(consumed, size)
         while True:
             items = self.lane_epoch(lane, epoch)
@@ -196,29 +215,26 @@ class ShardStream(IterableDataset):
             yield from items
             epoch, skip = epoch + 1, 0
 
-    def lane_batches(self, lane: int, consumed_batches: int) -> Iterator[list[RawSample]]:
-        samples = self.lane_samples(self.rank * self.lanes + lane, consumed_batches * self.batch_size)
+    def lane_chunks(self, lane: int) -> Iterator[list[RawSample]]:
+        size = self.chunk_size(lane)
+        samples = self.lane_samples(lane, self.start_batch * size)
         while True:
-            yield [next(samples) for _ in range(self.batch_size)]
+            yield [next(samples) for _ in range(size)]
 
-    def raw_batches(self) -> Iterator[list[RawSample]]:
-        """This worker's batches (or all, in the main process), as raw samples, in order."""
+    def raw_chunks(self) -> Iterator[list[RawSample]]:
+        """This worker's chunks (or all, in the main process), in the order of the batches."""
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        if self.lanes % workers:
-            raise DataError(f"{workers} DataLoader workers cannot share {self.lanes} reading lanes; the lanes must be a multiple of the workers.")
-        n, lanes = self.start_batch, self.lanes
-        iterators: dict[int, Iterator[list[RawSample]]] = {}
-        k = n + worker  # the DataLoader asks worker 0 first: it makes batch n
+        if self.own % workers:
+            raise DataError(f"{workers} DataLoader workers cannot share {self.own} reading lanes; use a --workers that divides {self.own}.")
+        mine = [self.rank * self.own + j for j in range(worker, self.own, workers)]
+        iterators = {lane: self.lane_chunks(lane) for lane in mine}
         while True:
-            lane = k % lanes
-            if lane not in iterators:
-                iterators[lane] = self.lane_batches(lane, (n - lane + lanes - 1) // lanes if n > lane else 0)
-            yield next(iterators[lane])
-            k += workers
+            for lane in mine:
+                yield next(iterators[lane])
 
     def __iter__(self):
-        for raw in self.raw_batches():
+        for raw in self.raw_chunks():
             yield self.batcher(raw) if self.batcher is not None else raw
 
 
@@ -266,12 +282,47 @@ class PairBatcher:
         return batch
 
 
-def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False):
-    """The DataLoader over `stream` (batches come whole from the stream)."""
+def merge_chunks(chunks: list[dict], pad_id: int = 0) -> dict:
+    """One batch from a process's chunks, in order (captions padded to the longest)."""
+    import torch
+
+    from .pipeline import pad_token_ids
+
+    kept = [c for c in chunks if c["size"]]
+    batch = {"bad": [b for c in chunks for b in c["bad"]], "size": sum(c["size"] for c in chunks),
+             "keys": [k for c in chunks for k in c["keys"]], "epochs": [e for c in chunks for e in c["epochs"]]}
+    if not kept:
+        return batch
+    for name in ("images", "boxes", "box_mask", "image_ids", "caption_hashes"):
+        batch[name] = torch.cat([c[name] for c in kept])
+    rows = [row[mask.bool()].tolist() for c in kept for row, mask in zip(c["input_ids"], c["attention_mask"])]
+    batch["input_ids"], batch["attention_mask"] = pad_token_ids(rows, pad_id)
+    return batch
+
+
+class StreamBatches:
+    """A process's batches: its `own` chunks per step, joined (`merge_chunks`), from a
+    DataLoader over its `ShardStream`. Raw chunks (no batcher) are joined as lists."""
+
+    def __init__(self, loader, own: int, pad_id: int = 0) -> None:
+        self.loader = loader
+        self.own = own
+        self.pad_id = pad_id
+
+    def __iter__(self):
+        chunks = iter(self.loader)
+        while True:
+            parts = [next(chunks) for _ in range(self.own)]
+            yield merge_chunks(parts, self.pad_id) if isinstance(parts[0], dict) else [s for p in parts for s in p]
+
+
+def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> StreamBatches:
+    """The process's batches from `stream` (DataLoader workers read disjoint lanes)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(
+    loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
     )
-
+    pad_id = (stream.batcher.tokenizer.pad_token_id or 0) if stream.batcher is not None else 0
+    return StreamBatches(loader, stream.own, pad_id)

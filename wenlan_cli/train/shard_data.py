@@ -15,15 +15,16 @@ from ..data.shards import ShardSplit, parse_meta, resolve_shards
 from ..data.stream import DEFAULT_BUFFER, PairBatcher, ShardStream, stream_loader
 from ..errors import DataError
 
-# Reading lanes per process. Fixed, so that the order of the batches does not depend on
-# the DataLoader workers: any worker count that divides it gives the same run (and a
-# run may resume with another one).
+# Reading lanes of a run (data/stream.py). Fixed, so that the batches depend neither on
+# the DataLoader workers nor on how the global batch is split among processes: any
+# worker count that divides a process's lanes gives the same run, and a run may resume
+# with another one.
 LANES = 8
 
 
-def usable_workers(requested: int) -> int:
-    """The largest worker count <= `requested` that divides the lanes (0 stays 0)."""
-    return max((w for w in range(requested + 1) if w == 0 or LANES % w == 0), default=0)
+def usable_workers(requested: int, lanes: int) -> int:
+    """The largest worker count <= `requested` that divides `lanes` (0 stays 0)."""
+    return max((w for w in range(requested + 1) if w == 0 or lanes % w == 0), default=0)
 
 
 class ShardTrainData:
@@ -66,4 +67,4 @@ class ShardTrainData:
                world_size: int, start_batch: int, workers: int, pin_memory: bool):
         stream = self.stream(PairBatcher(tokenizer, max_length, settings, seed), batch_size=batch_size, seed=seed,
                              rank=rank, world_size=world_size, start_batch=start_batch)
-        return stream_loader(stream, usable_workers(workers), pin_memory=pin_memory)
+        return stream_loader(stream, usable_workers(workers, stream.own), pin_memory=pin_memory)
