@@ -113,3 +113,27 @@ def test_blank_captions_and_images_without_one_are_counted(tmp_path):
         writer.close()
     report = check_dataset("webdataset", str(folder / "train-{000000..000000}.tar"), max_length=80)
     assert report["splits"]["train"]["findings"]["empty_captions"] == ["a: caption 2 is empty", "b: no caption"]
+
+
+def test_bad_samples_and_truncated_shards_are_findings(tmp_path):
+    import webdataset
+    from PIL import Image
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), "blue").save(image)
+    for number in range(2):
+        with open(folder / f"train-00000{number}.tar", "wb") as handle:
+            writer = webdataset.TarWriter(handle, mtime=0)
+            writer.write({"__key__": f"{number}a", "json": json.dumps({"id": "a", "captions": ["猫"]}).encode()})
+            for key in ("b", "c", "d"):
+                writer.write({"__key__": f"{number}{key}", "png": image.read_bytes(), "json": json.dumps({"id": f"{number}{key}", "captions": ["狗"]}).encode()})
+            writer.close()
+    data = (folder / "train-000001.tar").read_bytes()
+    (folder / "train-000001.tar").write_bytes(data[:3000])  # inside the second sample
+    report = check_dataset("webdataset", str(folder / "train-{000000..000001}.tar"), max_length=80)
+    found = report["splits"]["train"]["findings"]["unreadable_images"]
+    assert found[0].startswith(f"shard {folder / 'train-000000.tar'}, sample 0a: the sample has no image")
+    assert found[1].startswith(f"shard {folder / 'train-000001.tar'} is truncated")
+    assert report["splits"]["train"]["images"] == 3

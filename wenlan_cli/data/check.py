@@ -184,14 +184,21 @@ def check_dataset(
     leakage between splits. Without `splits`, whichever of train/val/test loads (the others
     are listed under "not_read"). Without a tokenizer, the character vocabulary a
     from-scratch run would build from these captions."""
-    from .sources import load_records
+    from .sources import STREAM_DATASET, load_records
 
     chosen = list(splits) if splits else ["train", "val", "test"]
     loaded: dict[str, list[ImageTextRecord]] = {}
     not_read: dict[str, str] = {}
+    bad_samples: dict[str, list[str]] = {}
     for split in chosen:
         try:
-            loaded[split] = load_records(dataset, data_dir, split, **(reader_options or {}))
+            if dataset == STREAM_DATASET:  # a bad sample is a finding here, not a reason to stop
+                from .shards import read_webdataset
+
+                bad_samples[split] = []
+                loaded[split] = read_webdataset(data_dir, split, skip_bad=True, bad=bad_samples[split])
+            else:
+                loaded[split] = load_records(dataset, data_dir, split, **(reader_options or {}))
         except DataError as exc:
             if splits:
                 raise
@@ -209,6 +216,10 @@ def check_dataset(
         if on_split:
             on_split(split, len(records))
         report["splits"][split], hashes[split] = check_split(records, tokenizer=tokenizer, max_length=max_length, decode=decode, progress=progress)
+        if bad_samples.get(split):  # samples without image or readable JSON, truncated shards
+            found = report["splits"][split]
+            found["findings"]["unreadable_images"][:0] = bad_samples[split]
+            found["counts"]["unreadable_images"] = len(found["findings"]["unreadable_images"])
     report["leakage"] = leakage(hashes)
     report["problems"] = total_problems(report)
     return report

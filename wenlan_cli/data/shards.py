@@ -162,13 +162,14 @@ def read_index(folder: Path) -> dict | None:
     return index
 
 
-def count_samples(path: str) -> int:
+def count_samples(path: str, partial: bool = False) -> int:
     """Samples in a shard, from its headers alone (tarfile seeks past the data)."""
-    return len(scan_shard(path))
+    return len(scan_shard(path, partial))
 
 
-def scan_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    """[(key, {extension: (data offset, size)})] in shard order, reading headers only."""
+def scan_shard(path: str, partial: bool = False) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """[(key, {extension: (data offset, size)})] in shard order, reading headers only.
+    A truncated shard raises DataError naming it, or with `partial` gives what it holds."""
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     try:
         with tarfile.open(path, "r:") as tar:
@@ -180,6 +181,8 @@ def scan_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
                     samples.append((key, {}))
                 samples[-1][1][ext] = (member.offset_data, member.size)
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if partial:
+            return samples
         raise DataError(f"shard {path} is truncated or not a tar file ({exc}).") from None
     size = os.path.getsize(path)
     if samples:
@@ -200,11 +203,12 @@ def _index_split(folder: Path, index: dict, split: str) -> ShardSplit:
     return ShardSplit(split, shards, entry.get("char_counts"), source=str(folder))
 
 
-def resolve_shards(data_dir: str | Path, split: str) -> ShardSplit:
+def resolve_shards(data_dir: str | Path, split: str, *, partial: bool = False) -> ShardSplit:
     """The shards of `split`: a folder written by `wenlan data convert`, or a brace pattern
     such as ``'shards/train-{000000..000099}.tar'``. A pattern names the shards of the
     split its files start with (``train-``...; a pattern of other names is the training
-    split); other splits come from the ``index.json`` beside the shards."""
+    split); other splits come from the ``index.json`` beside the shards. Shards without an
+    index are counted from their headers (`partial`: a truncated one counts what it holds)."""
     text = str(data_dir)
     if "{" not in text and not text.endswith(".tar"):
         folder = Path(text)
@@ -237,7 +241,7 @@ def resolve_shards(data_dir: str | Path, split: str) -> ShardSplit:
         if not os.path.isfile(path):
             raise DataError(f"shard {path} (from --data-dir {text}) does not exist.")
         name = Path(path).name
-        shards.append(ShardInfo(path, known[name] if name in known else count_samples(path)))
+        shards.append(ShardInfo(path, known[name] if name in known else count_samples(path, partial)))
     return ShardSplit(split, shards, char_counts, source=text)
 
 
@@ -249,7 +253,7 @@ def read_webdataset(data_dir: str | Path, split: str, *, skip_bad: bool = False,
     A sample without image or JSON raises DataError naming shard and key (with `skip_bad`,
     it is left out and its message appended to `bad`)."""
     records: list[ImageTextRecord] = []
-    for shard in resolve_shards(data_dir, split).shards:
+    for shard in resolve_shards(data_dir, split, partial=skip_bad).shards:
         try:
             samples = scan_shard(shard.path)
         except DataError as exc:
