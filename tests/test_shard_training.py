@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,16 @@ def test_sigkill_then_resume_on_shards_is_bitwise_equal(shards, tmp_path):
                 "--data-dir", str(shards), "--out", str(out), "--steps", "10", "--batch-size", "16", "--queue-size", "64",
                 "--warmup", "3", "--save-every", "2", "--log-every", "1", "--eval-every", "0", "--workers", "0", "--seed", "7", *extra]
 
-    from test_resume import wait_for_step
+    def wait_for_step(proc, out: Path, step: int, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            path = out / "metrics.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            if max((json.loads(line).get("step", 0) for line in lines if line.strip()), default=0) >= step:
+                return
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the run did not reach the step in time"
+            time.sleep(0.05)
 
     subprocess.run(command(tmp_path / "reference"), check=True, env=ENV, cwd=ROOT, capture_output=True, timeout=300)
     killed = tmp_path / "killed"
