@@ -108,7 +108,7 @@ def read_shard_range(shard: ShardInfo, low: int, high: int, epoch: int) -> Itera
     if position < high:
         after = f"after sample {last}" if last is not None else "before its first sample"
         why = f" ({error})" if error is not None else ""
-        problem = f"shard {shard.path} is truncated {after}{why}: {shard.samples - position} of its {shard.samples} samples are missing."
+        problem = f"shard {shard.path} is truncated or unreadable {after}{why}: {shard.samples - position} of its {shard.samples} samples are missing."
         for missing in range(max(position, low), high):
             yield RawSample(f"{name}:#{missing}", epoch, None, problem)
 
