@@ -4,6 +4,8 @@ A reader is a function ``fn(data_dir: Path, split: str, **options) ->
 list[ImageTextRecord]`` that returns records in file order and raises
 DataError / UsageError (never anything else) for bad input. Built-in readers
 are registered below through the same `register_reader` a plugin would use.
+Two dataset names are not readers here: "synth" and "webdataset" are handled by
+`load_records` in data/sources.py (see the note above the registrations).
 """
 
 from __future__ import annotations
@@ -86,10 +88,11 @@ def read_split(dataset: str, data_dir: Path | str, split: str, **options) -> lis
     return fn(data_dir, split, **options)
 
 
-# Built-in formats. The synthetic dataset ("synth") is registered next to its
-# generator, as a reader that generates (or finds) a folder in the AIC-ICC
-# layout and then calls `read_aic_icc` on it:
-#     register_reader("synth", read_synth)
+# Built-in formats. "synth" is not registered: `load_records` (data/sources.py)
+# generates or finds the cached synthetic folder (data/synthetic.py), which is in
+# the AIC-ICC layout, and reads it with the "aic-icc" reader; "webdataset" shards
+# are read there too (data/shards.py). Other modules test for these two names
+# directly (train/loop.py, data/convert.py, data/check.py, report/page.py, tasks.py).
 register_reader("aic-icc", read_aic_icc)
 register_reader("brivl-jsonl", read_brivl_jsonl)
 register_reader("jsonl", read_jsonl)

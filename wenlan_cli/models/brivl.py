@@ -20,7 +20,7 @@ from .text_encoder import TextEncoder
 @dataclass
 class StepOutput:
     loss: torch.Tensor
-    # Momentum keys of this batch (moco) to be enqueued once the step is done.
+    # Momentum keys of this batch (moco), for the caller to enqueue after its backward.
     image_keys: torch.Tensor | None = None
     text_keys: torch.Tensor | None = None
     # (B, 2) int64 (image id, caption hash) of those keys, when the batch carries them.
@@ -81,7 +81,8 @@ class BriVL(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], key_shuffle=None, in_batch: bool = False) -> StepOutput:
         """Loss of one batch. With queues, the caller runs `momentum_update()` once per
-        optimizer step before the forward and `enqueue()` after the backward.
+        optimizer step, before the first micro-batch's forward, and `enqueue()` after each
+        micro-batch's backward, before the optimizer step (train/loop.py `train_step`).
         `key_shuffle` (shuffle-BN across processes) permutes the momentum image tower's
         batch and maps its keys back. `in_batch` (queue warm-up) keeps computing the keys
         for the queues but takes the in-batch loss of the query towers, summed over the
@@ -130,7 +131,10 @@ class BriVL(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor, key_ids: torch.Tensor | None = None) -> None:
-        """Called after the optimizer step with the keys of the whole (global) batch and,
-        when known, their (image id, caption hash) rows."""
+        """Called after each micro-batch's backward and before the optimizer step, with
+        the keys of that micro-batch gathered from every process and, when known, their
+        (image id, caption hash) rows. The backward has already used the queue as it was,
+        so writing into it here does not disturb autograd; with gradient accumulation
+        the next micro-batch of the same step sees these keys as negatives."""
         self.image_queue.enqueue(image_keys, key_ids)
         self.text_queue.enqueue(text_keys, key_ids)
