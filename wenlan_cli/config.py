@@ -113,13 +113,11 @@ class ModelConfig:
         for key, bound in BERT_BOUNDS.items():
             if key in self.text.bert_config:
                 check_number(f"text.bert_config.{key}", self.text.bert_config[key], *bound, integer=True)
-        for tower in ("image", "text"):
-            sub = getattr(self, tower)
-            dim = sub.region_dim if tower == "image" else None
-            if dim is not None and dim % sub.encoder_heads:
-                raise UsageError(
-                    f"image.region_dim ({dim}) must be divisible by image.encoder_heads ({sub.encoder_heads})."
-                )
+        if self.image.region_dim % self.image.encoder_heads:
+            raise UsageError(
+                f"image.region_dim ({self.image.region_dim}) must be divisible by "
+                f"image.encoder_heads ({self.image.encoder_heads})."
+            )
 
 
 # Sane bounds of every numeric setting: (lowest, highest, lowest excluded, highest excluded).

@@ -60,16 +60,6 @@ def backbone_blocks(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Modul
     )
 
 
-def grid_boxes(grid_size: int, image_size: int) -> list[list[float]]:
-    """The fixed N x N grid of boxes that stands in when the data has no detector boxes."""
-    step = image_size / grid_size
-    return [
-        [col * step, row * step, (col + 1) * step, (row + 1) * step]
-        for row in range(grid_size)
-        for col in range(grid_size)
-    ]
-
-
 class ImageEncoder(nn.Module):
     """Images + boxes -> one vector per image in the joint space (not yet normalised).
 
