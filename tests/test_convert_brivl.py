@@ -1,8 +1,8 @@
 """`wenlan convert brivl`: the released BriVL-1.0 checkpoint layout into wenlan.
 
 There is no released file here, so this test carries its own small reimplementation of the
-released module layout (written from the description in DESIGN.md section 2 and the key
-names of `torch.load(...)['learnable']`): a timm backbone with its classifier, BriVL's
+released module layout (written from the layout described in wenlan_cli/convert/brivl.py and
+the key names of `torch.load(...)['learnable']`): a timm backbone with its classifier, BriVL's
 per-image affine-grid region sampling + 1x1 conv + average, a sequence-first Transformer
 and a two-layer MLP; BERT run on padded ids without an attention mask. Its random weights
 and embeddings are the reference the converted wenlan model must reproduce.

@@ -1,4 +1,4 @@
-"""Checkpoint directories (DESIGN.md section 4), written atomically.
+"""Checkpoint directories, written atomically.
 
 A checkpoint is `config.json`, `model.safetensors` (the query towers), the tokenizer
 files, `training_state.pt` (everything else a resume needs) and `metrics.jsonl`. It is
