@@ -1,0 +1,259 @@
+"""Imports point one way: CLI -> application -> engine/models -> data (ARCHITECTURE.md).
+
+The imports are read with `ast`, not by importing the modules, so a lazy import inside a
+function counts as much as one at the top of a file, and nothing heavy is loaded. Only
+rules that hold today are asserted; the upward imports that remain are listed in
+ARCHITECTURE.md ("Known upward dependencies"). `python tests/test_layers.py` prints them,
+measured with the layer map below.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "wenlan_cli"
+PLUGIN = REPO / "plugins" / "wenlan-aic-icc" / "wenlan_aic_icc"
+
+# The layer of each module, by the longest matching dotted prefix. "base" modules hold
+# values every layer shares (errors, configs, strict JSON) and import nothing above them.
+LAYERS = ("base", "data", "engine", "application", "cli")
+LAYER_OF = {
+    "wenlan_cli.cli": "cli",
+    "wenlan_cli.__main__": "cli",
+    "wenlan_cli": "application",  # the package root: the `wenlan.load` facade over api.py
+    "wenlan_cli.api": "application",
+    "wenlan_cli.classify": "application",
+    "wenlan_cli.tasks": "application",
+    "wenlan_cli.train": "application",
+    "wenlan_cli.search": "application",
+    "wenlan_cli.serve": "application",
+    "wenlan_cli.report": "application",
+    "wenlan_cli.export": "application",
+    "wenlan_cli.convert": "application",
+    "wenlan_cli.models": "engine",
+    "wenlan_cli.encode": "engine",
+    "wenlan_cli.loading": "engine",
+    "wenlan_cli.backends": "engine",
+    "wenlan_cli.runtime": "engine",
+    "wenlan_cli.eval": "engine",
+    "wenlan_cli.data": "data",
+    "wenlan_cli.config": "base",
+    "wenlan_cli.errors": "base",
+    "wenlan_cli.strict_json": "base",
+    "wenlan_cli.durations": "base",
+    "wenlan_cli.cores": "base",
+    "wenlan_cli.output_paths": "base",
+    # The AIC-ICC task plugin: its commands, its fine-tuning / captioning / scoring, its model.
+    "wenlan_aic_icc": "cli",
+    "wenlan_aic_icc.task": "cli",
+    "wenlan_aic_icc.commands": "cli",
+    "wenlan_aic_icc.finetune": "application",
+    "wenlan_aic_icc.generate": "application",
+    "wenlan_aic_icc.scoring": "application",
+    "wenlan_aic_icc._java": "application",
+    "wenlan_aic_icc._tasks": "application",
+    "wenlan_aic_icc.model": "engine",
+    "wenlan_aic_icc.decoding": "engine",
+    "wenlan_aic_icc.checkpoint": "engine",
+}
+
+# Plugin imports of the core's CLI package that exist today (ARCHITECTURE.md, "Known upward
+# dependencies"): the finetune-caption command reuses the core's help formatting.
+KNOWN_PLUGIN_CLI_IMPORTS = {("wenlan_aic_icc.commands", "wenlan_cli.cli.help")}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, dotted
+    target: str  # the imported module (or, for `from pkg import name`, pkg.name when that is a module)
+    where: str  # path:line
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.module} imports {self.target}"
+
+
+def module_names(package_dir: Path) -> dict[str, Path]:
+    """Dotted name -> file of every module under `package_dir` (a package folder)."""
+    names = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def imports_of(module: str, path: Path, known_modules: set[str], root: Path = REPO) -> list[Import]:
+    """Every import in `path`, at any depth (lazy imports inside functions included), with
+    relative imports resolved against `module`."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import):
+            found += [Import(module, alias.name, where) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                candidate = f"{source}.{alias.name}"
+                version = alias.name == "__version__"
+                target = candidate if candidate in known_modules or version else source
+                found.append(Import(module, target, where))
+    return found
+
+
+@functools.cache
+def all_imports() -> tuple[Import, ...]:
+    """Each (module, target, line) once, for the core and the plugin."""
+    modules = {**module_names(CORE), **module_names(PLUGIN)}
+    known = set(modules)
+    found = [imp for name, path in modules.items() for imp in imports_of(name, path, known)]
+    return tuple(dict.fromkeys(found))
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a wenlan module by its longest listed prefix; None outside wenlan.
+    A package's `__version__` string is a base value whatever the package."""
+    if module.endswith(".__version__"):
+        return "base" if layer_of(module.rpartition(".")[0]) else None
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        layer = LAYER_OF.get(".".join(parts[:end]))
+        if layer is not None:
+            return layer
+    return None
+
+
+def under(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def upward_imports() -> list[Import]:
+    """Imports from a lower layer into a higher one (what ARCHITECTURE.md lists)."""
+    found = []
+    for imp in all_imports():
+        low, high = layer_of(imp.module), layer_of(imp.target)
+        if low and high and LAYERS.index(high) > LAYERS.index(low):
+            found.append(imp)
+    return found
+
+
+# The rules ------------------------------------------------------------------------------
+
+
+def test_every_core_and_plugin_module_has_a_layer():
+    modules = [*module_names(CORE), *module_names(PLUGIN)]
+    unmapped = [m for m in modules if layer_of(m) is None]
+    assert not unmapped, f"modules with no layer in tests/test_layers.py LAYER_OF (and ARCHITECTURE.md): {unmapped}"
+
+
+def test_nothing_below_the_cli_imports_the_cli():
+    offending = [
+        str(imp)
+        for imp in all_imports()
+        if under(imp.module, "wenlan_cli") and not under(imp.module, "wenlan_cli.cli", "wenlan_cli.__main__")
+        and under(imp.target, "wenlan_cli.cli")
+    ]
+    assert not offending, "only wenlan_cli/cli/ and __main__.py may import wenlan_cli.cli: " + "; ".join(offending)
+
+
+def test_models_and_data_never_import_applications_or_the_cli():
+    forbidden = tuple(f"wenlan_cli.{p}" for p in ("train", "cli", "search", "report", "eval", "serve", "export", "convert"))
+    offending = [
+        str(imp)
+        for imp in all_imports()
+        if under(imp.module, "wenlan_cli.models", "wenlan_cli.data") and under(imp.target, *forbidden)
+    ]
+    assert not offending, "models/ and data/ may not import train/, cli/, search/, report/, eval/, serve/, export/ or convert/: " + "; ".join(offending)
+
+
+def test_models_never_import_inference_or_the_api():
+    forbidden = ("wenlan_cli.encode", "wenlan_cli.loading", "wenlan_cli.backends", "wenlan_cli.api", "wenlan_cli.tasks")
+    offending = [str(imp) for imp in all_imports() if under(imp.module, "wenlan_cli.models") and under(imp.target, *forbidden)]
+    assert not offending, "models/ may not import encode, loading, backends, api or tasks: " + "; ".join(offending)
+
+
+def test_base_modules_import_only_base_modules():
+    offending = [
+        str(imp)
+        for imp in all_imports()
+        if layer_of(imp.module) == "base" and layer_of(imp.target) not in (None, "base")
+    ]
+    assert not offending, "errors, config, strict_json, durations, cores and output_paths import nothing above them: " + "; ".join(offending)
+
+
+def test_the_plugin_does_not_import_the_core_cli():
+    found = [imp for imp in all_imports() if under(imp.module, "wenlan_aic_icc") and under(imp.target, "wenlan_cli.cli")]
+    new = [str(imp) for imp in found if (imp.module, imp.target) not in KNOWN_PLUGIN_CLI_IMPORTS]
+    assert not new, "the AIC-ICC plugin may not import wenlan_cli.cli: " + "; ".join(new)
+    plugin_cli = {(imp.module, imp.target) for imp in found}
+    gone = sorted(KNOWN_PLUGIN_CLI_IMPORTS - plugin_cli)
+    assert not gone, f"known plugin imports of wenlan_cli.cli that no longer exist (remove them from KNOWN_PLUGIN_CLI_IMPORTS and ARCHITECTURE.md): {gone}"
+
+
+# The scanner itself ---------------------------------------------------------------------
+
+
+def test_scanner_resolves_relative_lazy_and_submodule_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .sub import leaf\n")
+    (pkg / "top.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "leaf.py").write_text(
+        "import os\nfrom .. import top\nfrom ..top import thing\n\ndef f():\n    from pkg.sub import leaf as again\n"
+    )
+    modules = module_names(pkg)
+    assert sorted(modules) == ["pkg", "pkg.sub", "pkg.sub.leaf", "pkg.top"]
+    found = [(i.target, i.where) for i in imports_of("pkg.sub.leaf", modules["pkg.sub.leaf"], set(modules), tmp_path)]
+    assert found == [
+        ("os", "pkg/sub/leaf.py:1"),
+        ("pkg.top", "pkg/sub/leaf.py:2"),
+        ("pkg.top", "pkg/sub/leaf.py:3"),
+        ("pkg.sub.leaf", "pkg/sub/leaf.py:6"),
+    ]
+    init = imports_of("pkg", modules["pkg"], set(modules), tmp_path)
+    assert [i.target for i in init] == ["pkg.sub.leaf"]
+
+
+def test_scanner_sees_the_real_tree():
+    imports = all_imports()
+    edges = {(i.module, i.target) for i in imports}
+    assert ("wenlan_cli.__main__", "wenlan_cli.cli") in edges
+    assert len({i.module for i in imports if under(i.module, "wenlan_cli")}) >= 80
+    assert any(under(i.module, "wenlan_aic_icc") and under(i.target, "wenlan_cli") for i in imports)
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "wenlan_cli" else parts[0]
+
+
+def across_applications() -> list[Import]:
+    """Application modules importing another application's package (shared code that lives
+    in one application, such as train/checkpoint.py, is reached this way)."""
+    return [
+        imp
+        for imp in all_imports()
+        if layer_of(imp.module) == layer_of(imp.target) == "application"
+        and "wenlan_cli" not in (imp.module, imp.target)  # the package root is the facade over api.py
+        and _package(imp.module) != _package(imp.target)
+    ]
+
+
+if __name__ == "__main__":
+    print("# upward: a lower layer imports a higher one")
+    for imp in upward_imports():
+        print(f"{imp}  ({layer_of(imp.module)} -> {layer_of(imp.target)})")
+    print("# across: an application imports another application's package")
+    for imp in across_applications():
+        print(imp)
