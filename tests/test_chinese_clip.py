@@ -321,11 +321,11 @@ def test_eval_retrieval_end_to_end_on_a_multi_gold_benchmark(capsys, tiny_run, s
     for i in range(0, 12, 3):  # texts with two gold images, as in MUGE
         texts.append({"text_id": next_id, "text": source[i].captions[2], "image_ids": [1000 + i, 1000 + i + 1]})
         next_id += 1
-    folder = write_split(tmp_path / "MUGE", "valid", images, texts)
+    folder = write_split(tmp_path / "data" / "MUGE", "valid", images, texts)
     write_split(folder, "test", {"1": IMG}, [{"text_id": 1, "text": "字", "image_ids": []}])
 
     out = tmp_path / "recall.json"
-    code = main(["eval-retrieval", "--checkpoint", str(tiny_run.out), "--dataset", "muge", "--data-dir", str(tmp_path),
+    code = main(["eval-retrieval", "--checkpoint", str(tiny_run.out), "--dataset", "muge", "--data-dir", str(tmp_path / "data"),
                  "--split", "valid", "--output", str(out), "--workers", "0"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -355,12 +355,12 @@ def test_pretrain_reads_tsv_images(tiny_config, synth_dir, tmp_path):
     from wenlan_cli.train.loop import Pretrainer
 
     source = load_records("aic-icc", synth_dir, "val")
-    folder = tmp_path / "Flickr30k-CN"
+    folder = tmp_path / "data" / "Flickr30k-CN"
     for split, chosen in (("train", source[:16]), ("valid", source[16:])):
         images = {str(i): r.image_path.read_bytes() for i, r in enumerate(chosen)}
         texts = [{"text_id": 100 * i + j, "text": c, "image_ids": [i]} for i, r in enumerate(chosen) for j, c in enumerate(r.captions)]
         write_split(folder, split, images, texts)
-    config = tiny_config(tmp_path / "run", tmp_path, dataset="flickr30k-cn", steps=2, batch_size=8, queue_size=16, log_every=1)
+    config = tiny_config(tmp_path / "run", tmp_path / "data", dataset="flickr30k-cn", steps=2, batch_size=8, queue_size=16, log_every=1)
     result = Pretrainer(config).run()
     assert result.step == 2 and result.metrics["num_images"] == 8 and result.metrics["num_texts"] == 40
     # The run report's thumbnails come out of the TSV too.
