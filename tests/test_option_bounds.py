@@ -73,6 +73,7 @@ def test_the_messages_state_the_bound_and_the_value():
         ("text.dropout", 1.0, "text.dropout must be at least 0 and below 1, not 1."),
         ("text.bert_config.hidden_size", 10**8, "text.bert_config.hidden_size must be at least 1 and at most 65536"),
         ("temperature", float("nan"), "temperature must be a finite number"),
+        ("image.encoder_heads", 7, "must be divisible by image.encoder_heads"),
     ],
 )
 def test_model_config_sizes_have_sane_bounds_naming_the_field(field, value, message):
