@@ -166,3 +166,13 @@ def test_fewer_samples_than_a_global_batch_is_one_sentence(tmp_path, tokenizer):
     pattern = write_shards(tmp_path / "s", [3])
     with pytest.raises(DataError, match="fewer than one global batch"):
         make_stream(pattern, tokenizer, batch=4)
+
+
+def test_shards_without_an_index_are_counted_and_their_characters_read(tmp_path):
+    from wenlan_cli.models.tokenizer import count_chars
+    from wenlan_cli.train.shard_data import ShardTrainData, usable_workers
+
+    data = ShardTrainData(write_shards(tmp_path / "s", [5, 4]))
+    assert data.images == 9 and [s.samples for s in data.split.shards] == [5, 4]
+    assert data.char_counts() == count_chars(CAPTIONS * 9)
+    assert [usable_workers(n, 8) for n in (0, 1, 2, 3, 4, 7, 8, 12)] == [0, 1, 2, 2, 4, 4, 8, 8]
