@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from wenlan_cli.data.readers import read_split
 from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.table import RecordTable
 from wenlan_cli.errors import DataError, UsageError
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
@@ -166,7 +167,7 @@ def csv_file() -> st.SearchStrategy[bytes]:
 
 def assert_records_ok(records, root: Path) -> None:
     root_real = os.path.realpath(root)
-    assert isinstance(records, list) and records
+    assert isinstance(records, (list, RecordTable)) and len(records)  # AIC-ICC's are held as columns
     for record in records:
         assert isinstance(record, ImageTextRecord)
         assert isinstance(record.image_id, str)

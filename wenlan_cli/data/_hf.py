@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Columns", "DatasetsReadError", "read_csv_columns", "read_json_columns"]
+__all__ = ["Columns", "DatasetsReadError", "read_csv_columns", "read_json_columns", "read_json_table"]
 
 # Rows per Arrow batch pulled from the streaming dataset.
 _BATCH_ROWS = 65536
@@ -151,6 +151,27 @@ def read_json_columns(path: Path, want: list[str] | None = None) -> Columns:
     `want` limits which columns are turned into Python lists (all when None);
     `names` always lists every column found. Raises DatasetsReadError.
     """
+    return columns_of_table(read_json_table(path), want)
+
+
+def columns_of_table(table, want: list[str] | None = None) -> Columns:
+    """`read_json_columns`' Python lists from `read_json_table`'s Arrow table."""
+    out = Columns(num_rows=table.num_rows, names=list(table.column_names))
+    for name in out.names:
+        if want is None or name in want:
+            out.data[name] = table.column(name).to_pylist()
+    return out
+
+
+def read_json_table(path: Path):
+    """Parse a JSON list-of-objects or JSON Lines file with `datasets` into one Arrow table.
+
+    The file is read in one chunk (see `_chunksize`), so its batches share one schema;
+    readers check and keep the columns as Arrow arrays instead of a Python object per
+    row. Raises DatasetsReadError.
+    """
+    import pyarrow as pa
+
     try:
         size = os.path.getsize(path)
     except OSError as exc:
@@ -167,7 +188,12 @@ def read_json_columns(path: Path, want: list[str] | None = None) -> Columns:
                 parse_agent_traces=False,
                 chunksize=_chunksize(size),
             )
-            return _collect(dataset, want)
+            tables = list(dataset.with_format("arrow").iter(batch_size=_BATCH_ROWS))
+            if not tables:
+                return pa.table({})
+            table = pa.concat_tables(tables, promote_options="permissive")
+            table.validate(full=True)  # e.g. bytes that are not UTF-8 in a string column
+            return table
         except Exception as exc:  # datasets, pyarrow, pandas, ujson raise all kinds (RecursionError too)
             raise DatasetsReadError(_short(exc)) from exc
 

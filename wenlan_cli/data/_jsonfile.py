@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from wenlan_cli.data._hf import DatasetsReadError, read_json_columns
+from wenlan_cli.data._hf import DatasetsReadError, columns_of_table, read_json_table
 from wenlan_cli.data.fields import json_type_name
 from wenlan_cli.data.paths import quote_value
 from wenlan_cli.errors import DataError
 
-__all__ = ["Layout", "RowNames", "load_json_rows", "parse_unique_rows"]
+__all__ = ["Layout", "RowNames", "load_json_rows", "load_json_table", "parse_unique_rows", "rows_of_table"]
 
 Layout = Literal["array", "lines"]
 # check(where, row) validates one row (a mapping) and raises DataError.
@@ -67,6 +67,14 @@ def load_json_rows(path: Path, layout: Layout, fields: list[str], check: Check) 
     reader's own row check, used to word the error when datasets fails.
     Raises DataError for anything that cannot be read.
     """
+    table, names = load_json_table(path, layout, check)
+    return rows_of_table(table, layout, fields), names
+
+
+def load_json_table(path: Path, layout: Layout, check: Check):
+    """Parse `path` with datasets into one Arrow table (see `load_json_rows`); returns the
+    table and the row namer. A reader checks the columns vectorised and falls back to
+    `rows_of_table` (no second parse) when a column is not of the plain expected type."""
     try:
         head = _head(path)
     except OSError as exc:
@@ -76,21 +84,25 @@ def load_json_rows(path: Path, layout: Layout, fields: list[str], check: Check) 
     if not _shape_ok(head, layout):
         _diagnose(path, layout, check, detail=None)
     try:
-        columns = read_json_columns(path, want=[*fields, _WRAPPED])
+        table = read_json_table(path)
     except DatasetsReadError as exc:
         _diagnose(path, layout, check, detail=exc.detail)
         raise AssertionError("unreachable")  # _diagnose always raises
-    if columns.num_rows == 0:
+    if table.num_rows == 0:
         _diagnose(path, layout, check, detail="it yielded no rows")
+    return table, RowNames(path, layout, table.num_rows)
+
+
+def rows_of_table(table, layout: Layout, fields: list[str]) -> list[dict]:
+    """One dict per row of `load_json_table`'s table, holding `fields` (None where absent)."""
+    columns = columns_of_table(table, want=[*fields, _WRAPPED])
     if layout == "array" and columns.names == [_WRAPPED] and _WRAPPED not in fields:
         # datasets decides "list of objects" vs "list of strings" from the first
         # 100 bytes; past a long indent it wraps each object as {"text": object}.
         wrapped = columns.column(_WRAPPED)
         if all(v is None or isinstance(v, dict) for v in wrapped):
-            rows = [{f: (v or {}).get(f) for f in fields} for v in wrapped]
-            return rows, RowNames(path, layout, len(rows))
-    rows = columns.rows(fields)
-    return rows, RowNames(path, layout, len(rows))
+            return [{f: (v or {}).get(f) for f in fields} for v in wrapped]
+    return columns.rows(fields)
 
 
 class RowNames:

@@ -23,10 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from wenlan_cli.data._jsonfile import load_json_rows, parse_unique_rows
+from wenlan_cli.data import arrow_checks
+from wenlan_cli.data._jsonfile import load_json_table, parse_unique_rows, rows_of_table
 from wenlan_cli.data.fields import json_type_name, parse_boxes, parse_captions
 from wenlan_cli.data.paths import InsideResolver, check_image_files, quote_value
 from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.table import RecordTable
 from wenlan_cli.errors import DataError, UsageError
 
 __all__ = ["AIC_SPLITS", "SPLIT_ALIASES", "AicSplit", "locate_split", "read_aic_icc"]
@@ -119,8 +121,9 @@ def _parse_entry(where: str, row: Mapping, images: InsideResolver) -> ImageTextR
     return ImageTextRecord(image_id=image_id, image_path=path, captions=captions, boxes=boxes, meta=meta)
 
 
-def read_aic_icc(data_dir: Path, split: str, *, check_images: bool = False) -> list[ImageTextRecord]:
-    """Read one AIC-ICC split; records come back in file order.
+def read_aic_icc(data_dir: Path, split: str, *, check_images: bool = False) -> RecordTable:
+    """Read one AIC-ICC split; records come back in file order, held as columns
+    (`table.RecordTable`, a sequence of ImageTextRecords).
 
     Raises DataError naming the annotation file and the entry (0-based index
     and image_id) for: malformed JSON, a top level that is not a list, a
@@ -129,14 +132,52 @@ def read_aic_icc(data_dir: Path, split: str, *, check_images: bool = False) -> l
     duplicate image_id. Image files are not looked at unless `check_images`
     is true (one stat per image); then the missing ones are counted and the
     first is named.
+
+    The file is parsed once, into Arrow columns that are checked whole
+    (`arrow_checks`); only when a column is not plainly good are the rows
+    checked one by one, to name the entry.
     """
     annotations, image_dir = locate_split(Path(data_dir), split)
     images = InsideResolver(image_dir)
-    rows, where = load_json_rows(
-        annotations, "array", _FIELDS, lambda w, row: _parse_entry(w, row, images)
-    )
-    records = parse_unique_rows(rows, where, lambda w, row: _parse_entry(w, row, images))
+    table, where = load_json_table(annotations, "array", lambda w, row: _parse_entry(w, row, images))
+    records = _columns_table(table, images)
+    if records is None:
+        rows = rows_of_table(table, "array", _FIELDS)
+        parsed = parse_unique_rows(rows, where, lambda w, row: _parse_entry(w, row, images))
+        records = RecordTable.from_records(parsed, images.root_real)
     if check_images:
         check_image_files(records, where)
     return records
+
+
+def _columns_table(table, images: InsideResolver) -> RecordTable | None:
+    """The split as a RecordTable when every column passes the vectorised checks, else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = table.column_names
+    if "image_id" not in names or "caption" not in names:
+        return None
+    ids = table.column("image_id").combine_chunks()
+    if not arrow_checks.plain_names(ids):
+        return None
+    if pc.count_distinct(ids).as_py() != len(ids):
+        return None
+    urls = table.column("url").combine_chunks() if "url" in names else None
+    if urls is not None and not pa.types.is_null(urls.type) and not arrow_checks.is_string(urls):
+        return None
+    captions = arrow_checks.clean_caption_lists(table.column("caption").combine_chunks())
+    if captions is None:
+        return None
+    boxes = arrow_checks.checked_boxes(table.column("bbox").combine_chunks() if "bbox" in names else None)
+    if boxes is None:
+        return None
+    if not arrow_checks.plain_symlinks_inside(images, ids):
+        return None
+    box_options = {} if boxes is True else dict(zip(("boxes", "box_offsets", "has_boxes"), boxes))
+    has_urls = urls is not None and not pa.types.is_null(urls.type) and urls.null_count < len(urls)
+    return RecordTable.from_columns(
+        images.root_real, ids.cast(pa.large_string()), captions.flat, captions.offsets,
+        urls=urls.cast(pa.large_string()) if has_urls else None, **box_options,
+    )
 

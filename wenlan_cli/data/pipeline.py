@@ -1,7 +1,8 @@
-"""From records to model batches: image decoding and boxes, tokenising once, sampling.
+"""From records to model batches: image decoding and boxes, tokenising, sampling.
 
 Images travel from DataLoader workers as uint8 tensors and are normalised on the
-model's device; captions are tokenised once when the dataset is built.
+model's device; captions are tokenised where the image is decoded, in the workers
+(`CaptionTokens`), so that a run starts without tokenising its whole training split.
 """
 
 from __future__ import annotations
@@ -35,6 +36,29 @@ def tokenize_all(tokenizer, texts: Sequence[str], max_length: int, batch_size: i
     return ids
 
 
+class CaptionTokens:
+    """Token ids of each record's captions, tokenised when asked for: `tokens[i][c]` is
+    record i's caption c as `tokenize_all` gives it. A drop-in for the nested lists that
+    `PairDataset` takes; the training loop hands this to its DataLoader, so each worker
+    tokenises the captions of the pairs it loads (as open_clip does) instead of the main
+    process tokenising every caption of the split before the first step (minutes and
+    gigabytes of Python lists at 30M pairs). The ids are the same either way. Picklable
+    (the fast tokenizer is), so it travels to spawned workers too."""
+
+    def __init__(self, records: Sequence[ImageTextRecord], tokenizer, max_length: int) -> None:
+        self.records = records
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> list[list[int]]:
+        captions = getattr(self.records, "image_captions", None)
+        texts = captions(index) if captions is not None else self.records[index].captions
+        return tokenize_all(self.tokenizer, texts, self.max_length)
+
+
 @dataclass(frozen=True)
 class BadImage:
     """An image that failed to decode; travels to the main process, which decides
@@ -66,11 +90,11 @@ class PairDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, caption = key
+        record = self.records[index]  # built once (a RecordTable builds it from its columns)
         try:
-            pixels, boxes = prepare_image(self.records[index], self.settings)
+            pixels, boxes = prepare_image(record, self.settings)
         except DataError as exc:
             return BadImage(index, str(exc))
-        record = self.records[index]
         return pixels, boxes, self.token_ids[index][caption], stable_id(record.image_id), stable_id(record.captions[caption])
 
 

@@ -1,7 +1,8 @@
 """The registry of dataset readers: one name per annotation format.
 
 A reader is a function ``fn(data_dir: Path, split: str, **options) ->
-list[ImageTextRecord]`` that returns records in file order and raises
+Sequence[ImageTextRecord]`` (a list, or a `table.RecordTable` that holds a
+large split as columns) that returns records in file order and raises
 DataError / UsageError (never anything else) for bad input. Built-in readers
 are registered below through the same `register_reader` a plugin would use.
 Two dataset names are not readers here: "synth" and "webdataset" are handled by

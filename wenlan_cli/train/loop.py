@@ -21,15 +21,16 @@ from torch.utils.data import DataLoader
 
 from .. import strict_json
 from ..config import ModelConfig, TrainConfig
-from ..data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images, tokenize_all
+from ..data.pipeline import CaptionTokens, ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images
 from ..data.records import ImageTextRecord
 from ..data.sources import STREAM_DATASET, load_records
+from ..data.table import caption_counts as count_captions, joined_captions
 from ..encode import autocast_context
 from ..errors import DataError, TrainingError, UsageError
 from ..eval.evaluate import evaluate_retrieval
 from ..models.normalization import resolve_image_normalization
 from ..models.registry import create_model, get_model_config
-from ..models.tokenizer import build_char_vocab, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab, vocab_from_counts
+from ..models.tokenizer import count_chars_joined, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab, vocab_from_counts
 from .checkpoint import (
     CheckpointContents,
     latest_checkpoint,
@@ -176,7 +177,8 @@ class Pretrainer:
             return load_pretrained_tokenizer(model_config.text.hf_name, model_config.text.trust_remote_code)
         if self.shard_data is not None:
             return tokenizer_from_vocab(vocab_from_counts(self.shard_data.char_counts()))
-        return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
+        # Counted over the captions joined by Arrow: no Python string per caption.
+        return tokenizer_from_vocab(vocab_from_counts(count_chars_joined(joined_captions(train))))
 
     def make_plan(self, batches_per_epoch: int, model_config: ModelConfig, total: int | None = None, seconds_per_step: float | None = None) -> TrainingPlan:
         """The run's steps and warm-ups from its options and the data size (train/budget.py)."""
@@ -340,7 +342,7 @@ class Pretrainer:
         if self.shard_data is not None:
             probe = self.shard_data.stream(None, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
         else:
-            caption_counts = [len(r.captions) for r in train_records]
+            caption_counts = count_captions(train_records)
             probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
         images = self.shard_data.images if self.shard_data is not None else len(train_records)
         self.plan = self.make_plan(probe.batches_per_epoch, model_config)
@@ -381,7 +383,7 @@ class Pretrainer:
                 world_size=ctx.world_size, start_batch=step * cfg.accum_steps, workers=workers, pin_memory=ctx.device.type == "cuda",
             )
         else:
-            token_ids = [tokenize_all(tokenizer, r.captions, model_config.text.max_length) for r in train_records]
+            token_ids = CaptionTokens(train_records, tokenizer, model_config.text.max_length)  # tokenised per pair, in the workers
             sampler = PairSampler(
                 caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
                 start_batch=step * cfg.accum_steps,
