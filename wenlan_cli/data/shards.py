@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
@@ -289,12 +289,3 @@ def read_webdataset(data_dir: str | Path, split: str, *, skip_bad: bool = False,
                 ))
     return records
 
-
-@dataclass
-class ShardStats:
-    """What `convert` records per shard (also for the index)."""
-
-    samples: int = 0
-    captions: int = 0
-    skipped: list[str] = field(default_factory=list)
-    char_counts: dict[str, int] = field(default_factory=dict)
