@@ -221,9 +221,13 @@ class PairSampler(Sampler):
 
     def epoch_pairs(self, epoch: int) -> list[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.caption_counts), generator=generator).tolist()
-        draws = torch.rand(len(order), generator=generator).tolist()
-        return [(i, min(int(u * self.caption_counts[i]), self.caption_counts[i] - 1)) for i, u in zip(order, draws)]
+        order = torch.randperm(len(self.caption_counts), generator=generator)
+        draws = torch.rand(len(order), generator=generator)
+        # Caption min(int(u * count), count - 1), computed in float64 over the whole epoch: the
+        # float32 draw times the count, floored, is what Python's float arithmetic gives.
+        counts = torch.as_tensor(self.caption_counts, dtype=torch.float64)[order]
+        captions = torch.minimum((draws.double() * counts).floor(), counts - 1).long()
+        return list(zip(order.tolist(), captions.tolist()))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         batch = self.start_batch
