@@ -155,3 +155,21 @@ def test_captions_tokenised_per_pair_equal_the_ones_tokenised_up_front(tmp_path)
     assert [pickle.loads(pickle.dumps(lazy))[i] for i in range(4)] == eager
     records = list(table)
     assert [CaptionTokens(records, tokenizer, 6)[i] for i in range(4)] == eager  # a plain list too
+
+
+def test_sampler_draws_the_captions_of_the_per_pair_arithmetic():
+    import random
+
+    import torch
+
+    from wenlan_cli.data.pipeline import PairSampler
+
+    rng = random.Random(0)
+    counts = [rng.randint(1, 9) for _ in range(500)]
+    sampler = PairSampler(counts, 4, seed=3)
+    for epoch in range(3):
+        generator = torch.Generator().manual_seed(3 * 1_000_003 + epoch)
+        order = torch.randperm(len(counts), generator=generator).tolist()
+        draws = torch.rand(len(order), generator=generator).tolist()
+        expected = [(i, min(int(u * counts[i]), counts[i] - 1)) for i, u in zip(order, draws)]
+        assert sampler.epoch_pairs(epoch) == expected
