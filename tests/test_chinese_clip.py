@@ -290,19 +290,27 @@ def test_multi_gold_bad_inputs(gold, message):
 # ----------------------------------------------------------------------------- end to end
 
 
-def chinese_clip_recall(image_emb, text_emb, text_gold, ks=(1, 5, 10)):
-    """Recall as Chinese-CLIP's evaluation scripts count it: top-k lists per query, a hit
-    when any gold id is among the first K (text->image), and image->text over the images
-    some text lists, with the texts listing them as gold."""
+def chinese_clip_recall(image_emb, text_emb, text_gold, ks=(1, 5, 10), tie=1e-5):
+    """Recall as Chinese-CLIP's evaluation scripts count it: a hit when any gold id is among
+    the first K (text->image), and image->text over the images some text lists, with the
+    texts listing them as gold. Returns (lowest, highest) per metric: a score within `tie`
+    of the best gold's may rank either side of it, since vectors encoded in other batch
+    sizes differ in the last float bits (a 6-step model's scores lie within ~0.005)."""
     scores = (text_emb @ image_emb.T).astype(np.float64)
+
+    def hit_bounds(row, gold, k):
+        best = max(row[g] for g in gold)
+        others = np.delete(row, list(gold))
+        return int(np.sum(others >= best - tie)) < k, int(np.sum(others > best + tie)) < k
+
+    listed = sorted({i for g in text_gold for i in g})
+    image_gold = {i: [t for t, g in enumerate(text_gold) if i in g] for i in listed}
     out = {}
     for k in ks:
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out[f"t2i_r{k}"] = 100.0 * np.mean([bool(set(top[t]) & set(g)) for t, g in enumerate(text_gold)])
-        top = np.argsort(-scores.T, axis=1, kind="stable")[:, :k]
-        listed = sorted({i for g in text_gold for i in g})
-        hits = [bool(set(top[i]) & {t for t, g in enumerate(text_gold) if i in g}) for i in listed]
-        out[f"i2t_r{k}"] = 100.0 * np.mean(hits)
+        t2i = np.array([hit_bounds(scores[t], g, k) for t, g in enumerate(text_gold)])
+        i2t = np.array([hit_bounds(scores[:, i], image_gold[i], k) for i in listed])
+        out[f"t2i_r{k}"] = tuple(100.0 * t2i.mean(axis=0))
+        out[f"i2t_r{k}"] = tuple(100.0 * i2t.mean(axis=0))
     return out
 
 
@@ -341,8 +349,8 @@ def test_eval_retrieval_end_to_end_on_a_multi_gold_benchmark(capsys, tiny_run, s
                             max_length=loaded.config.text.max_length).numpy()
     text_gold = [[int(i) - 1000 for i in t["image_ids"]] for t in texts]
     expected = chinese_clip_recall(image_emb, text_emb, text_gold)
-    for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, abs=1e-9), key
+    for key, (lowest, highest) in expected.items():
+        assert lowest - 1e-9 <= metrics[key] <= highest + 1e-9, (key, metrics[key], lowest, highest)
 
     code = main(["eval-retrieval", "--checkpoint", str(tiny_run.out), "--dataset", "muge", "--data-dir", str(folder),
                  "--split", "test"])
