@@ -25,7 +25,7 @@ def test_dataset_is_read_as_aic_icc_and_shares_no_word_with_the_built_in_data(tm
     train = load_records("aic-icc", str(root), "train")
     val = load_records("aic-icc", str(root), "val")
     assert len(train) == 6 and len(val) == 5
-    assert all(len(r.captions) == 5 and r.image_path.is_file() for r in train + val)
+    assert all(len(r.captions) == 5 and r.image_path.is_file() for r in [*train, *val])
     captions = unseen_data.vocabulary(name)
     assert not [w for w in BUILT_IN_WORDS if any(w in c for c in captions)]
     # each val image has its own attributes, so its five captions are its own
