@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wenlan_cli.data.memory import release_freed_memory
+
 __all__ = ["Columns", "DatasetsReadError", "read_csv_columns", "read_json_columns", "read_json_table"]
 
 # Rows per Arrow batch pulled from the streaming dataset.
@@ -193,9 +195,10 @@ def read_json_table(path: Path):
                 return pa.table({})
             table = pa.concat_tables(tables, promote_options="permissive")
             table.validate(full=True)  # e.g. bytes that are not UTF-8 in a string column
-            return table
         except Exception as exc:  # datasets, pyarrow, pandas, ujson raise all kinds (RecursionError too)
             raise DatasetsReadError(_short(exc)) from exc
+    release_freed_memory()  # datasets parsed a JSON list through a Python object per entry
+    return table
 
 
 def read_csv_columns(path: Path, columns: list[str]) -> Columns:

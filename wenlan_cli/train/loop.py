@@ -24,6 +24,7 @@ from ..config import ModelConfig, TrainConfig
 from ..data.pipeline import CaptionTokens, ImageSettings, PairCollator, PairDataset, PairSampler, normalize_images
 from ..data.records import ImageTextRecord
 from ..data.sources import STREAM_DATASET, load_records
+from ..data.memory import release_freed_memory
 from ..data.table import caption_counts as count_captions, joined_captions
 from ..encode import autocast_context
 from ..errors import DataError, TrainingError, UsageError
@@ -330,6 +331,7 @@ class Pretrainer:
         self.check_queue(model_config)
         train_records, val_records = self.load_data()
         tokenizer = self.build_tokenizer(model_config, train_records, resume_dir)
+        release_freed_memory()  # what reading the annotations and counting characters freed
         settings = ImageSettings.from_config(model_config.image)
 
         seed_everything(cfg.seed)
