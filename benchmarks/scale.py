@@ -1,0 +1,151 @@
+"""Data at scale: time from the command to the first training step, and peak memory, by dataset size.
+
+For each size N this script makes an AIC-ICC-layout dataset of N images x 5 captions over
+hard-linked small JPEGs (benchmarks/scale_data.py), then runs, as a user would,
+
+    wenlan pretrain --dataset aic-icc --data-dir D --steps 3 --eval-every 0 --log-every 1
+
+in a subprocess, and measures from the moment it is started:
+
+* `first_step_s`: until metrics.jsonl holds its first line (written right after step 1);
+* `wall_s`: until the command exits (3 steps, the evaluation on 64 validation images and
+  the final checkpoint included);
+* `peak_rss_mb`: the command's peak resident memory (`ru_maxrss` from `wait4`).
+
+Targets (issue "Data at real scale", section 2): at 210,000 images x 5 captions the first
+step within 20 s, and peak memory at most 400 MB above the 3,000-image run. The same
+run on shards (`wenlan data convert --shard-size 10000`, then `--dataset webdataset`) is
+measured at `--shard-sizes` (10k and 100k by default; converting 1M images takes long on
+2 cores), with the conversion's seconds.
+
+    flock /tmp/wenlan-bench.lock timeout 1800 python benchmarks/scale.py
+
+prints one JSON line. `--sizes 3000,210000` measures other sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scale_data import make_dataset  # noqa: E402
+
+DEFAULT_SIZES = (3_000, 10_000, 100_000, 210_000, 1_000_000)
+FIRST_STEP_TARGET_S = 20.0
+RSS_OVER_SMALL_TARGET_MB = 400.0
+
+
+def wenlan_command() -> list[str]:
+    """The `wenlan` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("wenlan")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "wenlan_cli"]
+
+
+def measure(data_dir: Path, out: Path, timeout: float, dataset: str = "aic-icc") -> dict:
+    """Run pretrain for 3 steps on `data_dir`; the times and peak memory described above."""
+    command = [
+        *wenlan_command(), "pretrain", "--dataset", dataset, "--data-dir", str(data_dir), "--steps", "3",
+        "--eval-every", "0", "--log-every", "1", "--device", "cpu", "--out", str(out),
+    ]
+    metrics = out / "metrics.jsonl"
+    start = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first_step = None
+    status = None
+    usage = None
+    while status is None:
+        pid, wait_status, rusage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            status, usage = os.waitstatus_to_exitcode(wait_status), rusage
+            process.returncode = status
+            break
+        if first_step is None and metrics.is_file() and metrics.stat().st_size > 0:
+            first_step = time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            process.kill()
+            process.wait()
+            return {"error": f"timed out after {timeout:.0f} s", "first_step_s": first_step}
+        time.sleep(0.05)
+    wall = time.monotonic() - start
+    if status != 0:
+        return {"error": f"exit {status}: {process.stderr.read().decode(errors='replace')[-400:]}"}
+    return {
+        "first_step_s": round(first_step, 2) if first_step is not None else None,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def shards_available() -> bool:
+    """Whether this checkout has `wenlan data convert` (the shard format)."""
+    result = subprocess.run([*wenlan_command(), "data", "--help"], capture_output=True, text=True)
+    return "convert" in result.stdout
+
+
+def convert(data: Path, out: Path, timeout: float) -> float:
+    """`wenlan data convert` of the file layout into shards of 10,000 samples; its seconds."""
+    began = time.monotonic()
+    subprocess.run([*wenlan_command(), "data", "convert", str(data), str(out), "--from", "aic-icc", "--shard-size", "10000"],
+                   check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return round(time.monotonic() - began, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated image counts")
+    parser.add_argument("--shard-sizes", default="10000,100000",
+                        help="comma-separated image counts also measured as shards (convert time grows with N)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pretrain run")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    shard_sizes = [int(s) for s in args.shard_sizes.split(",") if s] if shards_available() else []
+
+    work = Path(tempfile.mkdtemp(prefix="wenlan-scale-", dir=args.work))
+    results: dict[str, dict] = {}
+    shards: dict[str, dict] = {}
+    try:
+        for n in sorted(set(sizes) | set(shard_sizes)):
+            data = work / f"data-{n}"
+            began = time.monotonic()
+            make_dataset(data, n)
+            made = time.monotonic() - began
+            if n in sizes:
+                results[str(n)] = {**measure(data, work / f"run-{n}", args.timeout), "make_dataset_s": round(made, 1)}
+                print(f"{n:>9,} images, file layout: {results[str(n)]}", file=sys.stderr)
+            if n in shard_sizes:
+                converted = convert(data, work / f"shards-{n}", args.timeout)
+                shards[str(n)] = {**measure(work / f"shards-{n}", work / f"run-shards-{n}", args.timeout, "webdataset"),
+                                  "convert_s": converted}
+                print(f"{n:>9,} images, shards: {shards[str(n)]}", file=sys.stderr)
+                shutil.rmtree(work / f"shards-{n}")
+            shutil.rmtree(data)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    line: dict = {"benchmark": "scale", "command": "wenlan pretrain --dataset aic-icc --steps 3 --eval-every 0",
+                  "captions_per_image": 5, "file_layout": results}
+    small, big = results.get("3000", {}), results.get("210000", {})
+    if "peak_rss_mb" in small and "peak_rss_mb" in big:
+        over = round(big["peak_rss_mb"] - small["peak_rss_mb"], 1)
+        line["aic_icc_size"] = {
+            "first_step_s": big["first_step_s"], "target_first_step_s": FIRST_STEP_TARGET_S,
+            "rss_over_3000_mb": over, "target_rss_over_3000_mb": RSS_OVER_SMALL_TARGET_MB,
+            "met": bool(big["first_step_s"] is not None and big["first_step_s"] <= FIRST_STEP_TARGET_S
+                        and over <= RSS_OVER_SMALL_TARGET_MB),
+        }
+    line["shards"] = shards if shard_sizes else "not measured: this checkout has no wenlan data convert"
+    print(json.dumps(line, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
