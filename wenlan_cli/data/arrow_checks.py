@@ -1,7 +1,7 @@
 """The readers' row checks, vectorised over Arrow columns, for files that pass them.
 
 A reader parses its file once (`_jsonfile.load_json_table`) and first tries these
-checks on whole columns; each returns None as soon as a column is not plainly good
+checks on whole columns; each says no (None or False) as soon as a column is not plainly good
 (a wrong type, a null, a name that needs normalising, a caption that is too long, an
 all-empty caption list, bad boxes...). The reader then runs its row-by-row checks on
 the same table, which find the problem and word the error exactly as before. So a clean
@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .fields import MAX_CAPTION_CHARS, clean_caption
 from ..errors import DataError
+from .fields import MAX_CAPTION_CHARS, clean_caption
 from .paths import InsideResolver
 
 __all__ = ["CleanCaptions", "clean_caption_lists", "is_string", "plain_names", "checked_boxes", "plain_symlinks_inside"]
