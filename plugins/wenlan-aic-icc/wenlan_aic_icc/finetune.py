@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from wenlan_cli import strict_json
 from wenlan_cli.config import ModelConfig, check_number
 from wenlan_cli.data.pipeline import (
+    CaptionTokens,
     ImageSettings,
     PairCollator,
     PairDataset,
     PairSampler,
     normalize_images,
     pad_token_ids,
-    tokenize_all,
 )
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, TrainingError, UsageError
@@ -358,7 +358,8 @@ class CaptionFinetuner:
         workers = cfg.workers if cfg.workers is not None else 0
         self.workers = workers
 
-        token_ids = [tokenize_all(tokenizer, r.captions, head_config.max_positions) for r in train_records]
+        # Tokenised per pair when a batch is made (in the DataLoader workers), not all up front.
+        token_ids = CaptionTokens(train_records, tokenizer, head_config.max_positions)
         if cfg.cache_features and not frozen:
             raise UsageError("--cache-features needs a frozen tower (--freeze-tower).")
         memory = memory_mask = None
@@ -369,7 +370,7 @@ class CaptionFinetuner:
             memory, memory_mask, kept = self.cache_memory(model, train_records, settings, device)
             if len(kept) < len(train_records):
                 train_records = [train_records[i] for i in kept]
-                token_ids = [token_ids[i] for i in kept]
+                token_ids = CaptionTokens(train_records, tokenizer, head_config.max_positions)
 
         caption_counts = [len(r.captions) for r in train_records]
         sampler = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed)
