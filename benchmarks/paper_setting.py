@@ -11,7 +11,7 @@ reproduces that on a CPU scale, in two stages, both through `Pretrainer.run()` (
 `wenlan pretrain` runs):
 
 1. Pretraining: brivl-tiny on the built-in synthetic data (coloured shapes), in-batch
-   loss, `--pretrain-steps` of batch 64. The character vocabulary covers both datasets,
+   loss, `--pretrain-steps` (120) of batch 64. The character vocabulary covers both datasets,
    as a pretrained Chinese BERT's covers any Chinese text (characters the first dataset
    never uses keep their initial embeddings). Its image backbone is written as a
    safetensors file and its BERT, with the tokenizer, as a Hugging Face folder: what
@@ -19,7 +19,7 @@ reproduces that on a CPU scale, in two stages, both through `Pretrainer.run()` (
    region Transformer, the text Transformer and both MLPs start fresh, as in BriVL.
 2. The comparison: on `tiles` from benchmarks/unseen_data.py (patterned tiles described
    like product listings: other drawings, other words), moco against clip at batch 16
-   and 32, 3 seeds, the same steps and everything else equal, from those weights; no
+   and 32, 3 seeds, the same steps (`--steps`, 80) and everything else equal, from those weights; no
    queue warm-up (the paper's loss throughout). The queue holds `--queue-size` keys with
    the false-negative mask on (`--mask-false-negatives`; `--no-mask` turns it off: tiles
    repeats attribute sets, so identical captions recur). Each final checkpoint is evaluated on the
@@ -89,11 +89,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="16,32")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--losses", default="clip,moco")
-    parser.add_argument("--steps", type=int, default=150, help="steps of each comparison run")
-    parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=80, help="steps of each comparison run")
+    parser.add_argument("--pretrain-steps", type=int, default=120)
     parser.add_argument("--synth-train", type=int, default=3000)
     parser.add_argument("--synth-val", type=int, default=500)
-    parser.add_argument("--tiles-train", type=int, default=1000)
+    parser.add_argument("--tiles-train", type=int, default=800)
     parser.add_argument("--tiles-val", type=int, default=300)
     parser.add_argument("--queue-size", type=int, default=1024)
     parser.add_argument("--no-mask", action="store_true", help="moco without the false-negative mask")
