@@ -84,6 +84,43 @@ def export_towers(checkpoint: Path, folder: Path) -> tuple[Path, Path]:
     return image_weights, text_dir
 
 
+class whole_towers:
+    """`--init towers` (benchmark-only): `create_model`, as `Pretrainer` calls it, then the
+    pretraining run's whole query towers (heads included) loaded into the new model and
+    its momentum copies, for the length of a `with` block."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        from wenlan_cli.train.checkpoint import load_query_state
+
+        self.state = load_query_state(checkpoint) if checkpoint is not None else None
+        self.missing: list[str] = []
+
+    def __enter__(self):
+        import wenlan_cli.train.loop as loop_module
+
+        self.module, self.original = loop_module, loop_module.create_model
+        if self.state is None:
+            return self
+
+        def create(*args, **kwargs):
+            model = self.original(*args, **kwargs)
+            missing, unexpected = model.load_state_dict(self.state, strict=False)
+            if unexpected:
+                raise RuntimeError(f"the pretrained towers do not fit: unexpected {unexpected[:3]}")
+            self.missing = [k for k in missing if k.startswith(("image_encoder.", "text_encoder."))]
+            if model.uses_queues:
+                for online, target in model.momentum_pairs():
+                    target.load_state_dict(online.state_dict())
+            return model
+
+        loop_module.create_model = create
+        return self
+
+    def __exit__(self, *exc):
+        self.module.create_model = self.original
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="16,32")
@@ -97,6 +134,8 @@ def main() -> None:
     parser.add_argument("--tiles-val", type=int, default=300)
     parser.add_argument("--queue-size", type=int, default=1024)
     parser.add_argument("--no-mask", action="store_true", help="moco without the false-negative mask")
+    parser.add_argument("--init", choices=["backbones", "towers"], default="backbones",
+                        help="what comes pretrained: the encoders (BriVL's setting) or the whole towers, heads included")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak lr of the comparison runs")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="cpu")
@@ -154,7 +193,10 @@ def main() -> None:
                     if loss == "moco":
                         options.update(queue_size=args.queue_size, queue_warmup=0, mask_false_negatives=not args.no_mask)
                     t0 = time.monotonic()
-                    run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
+                    with whole_towers(pre["checkpoint"] if args.init == "towers" else None) as towers:
+                        run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
+                    if towers.missing:
+                        raise RuntimeError(f"--init towers left tower weights unloaded: {towers.missing[:3]}")
                     train_s = time.monotonic() - t0
                     metrics = evaluate_checkpoint(run["checkpoint"], tiles_val, args.device)
                     log = run["train_log"]
@@ -189,7 +231,7 @@ def main() -> None:
         "config": {
             "model": "brivl-tiny", "data": "tiles (benchmarks/unseen_data.py)", "train_images": len(tiles_train),
             "val_images": len(tiles_val), "steps": args.steps, "batch_sizes": batch_sizes, "seeds": seeds,
-            "losses": losses, "queue_size": args.queue_size, "queue_warmup": 0, "mask_false_negatives": not args.no_mask, "lr": args.lr, "warmup": args.warmup,
+            "losses": losses, "init": args.init, "queue_size": args.queue_size, "queue_warmup": 0, "mask_false_negatives": not args.no_mask, "lr": args.lr, "warmup": args.warmup,
         },
         "runs": runs,
         "mean_recall": summary,
