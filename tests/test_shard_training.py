@@ -45,6 +45,7 @@ def same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[key], wb[key]), key
 
 
+@pytest.mark.slow
 def test_pretrain_on_shards_resumes_bitwise(shards, tmp_path, tiny_config):
     whole = Pretrainer(tiny_config(tmp_path / "a", shards, dataset="webdataset", steps=5, save_every=3, eval_every=0)).run()
     assert whole.step == 5 and whole.metrics["mean_recall"] > 0
