@@ -307,13 +307,14 @@ def test_requests_during_a_reload_are_all_answered(tiny_run, served, tmp_path):
     build_index(images, tmp_path / "idx", tiny_run.out, workers=0, device="cpu")
     settings = ServeSettings(index=tmp_path / "idx", device="cpu", reload_interval=0.02)
     stop = threading.Event()
-    answers: list[tuple[int, int | None]] = []
+    answers: list[tuple[int, int | None, float, float]] = []  # status, index size, sent, answered
 
     with TestClient(create_app(settings)) as client:
         def ask() -> None:
             while not stop.is_set():
+                sent = time.monotonic()
                 response = client.get("/search", params={"q": "两个红色圆形", "k": 8})
-                answers.append((response.status_code, response.json().get("images")))
+                answers.append((response.status_code, response.json().get("images"), sent, time.monotonic()))
 
         with ThreadPoolExecutor(4) as pool:
             for _ in range(4):
@@ -328,10 +329,13 @@ def test_requests_during_a_reload_are_all_answered(tiny_run, served, tmp_path):
             stop.set()
         health = client.get("/healthz").json()
     assert health["images"] == 8 and health["reloads"] == 1 and health["reload_error"] is None
-    assert answers and all(status == 200 for status, _ in answers)
-    seen = [count for _, count in answers]
-    assert set(seen) == {4, 8} and seen.index(8) > 0
-    assert 4 not in seen[seen.index(8):]  # once swapped, never back
+    assert answers and all(status == 200 for status, *_ in answers)
+    assert {count for _, count, _, _ in answers} == {4, 8}
+    # Once swapped, never back: a request sent after any answer came from the new index
+    # is answered by the new index too (requests already in flight may finish on the old one).
+    first_new = min(answered for _, count, _, answered in answers if count == 8)
+    assert all(count == 8 for _, count, sent, _ in answers if sent > first_new)
+    assert any(count == 4 for _, count, sent, _ in answers if sent < first_new)
 
 
 # --------------------------------------------------------------------------- batching
