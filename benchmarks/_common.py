@@ -138,6 +138,17 @@ def mean_std(values: list[float]) -> dict:
     }
 
 
+def moco_vs_clip(runs: list[dict], batch: int, seeds) -> dict:
+    """moco minus clip mean recall paired by seed at one batch size, and who wins."""
+    diffs = []
+    for seed in seeds:
+        pick = {r["loss"]: r["mean_recall"] for r in runs if r["batch_size"] == batch and r["seed"] == seed}
+        diffs.append(pick["moco"] - pick["clip"])
+    d = mean_std(diffs)
+    return {"moco_minus_clip": d, "winner": "moco" if d["mean"] > 0 else "clip",
+            "moco_wins_every_seed": all(x > 0 for x in diffs)}
+
+
 def work_dir(keep: str | None, prefix: str):
     """A temporary directory (removed at exit) unless `keep` names one to keep."""
     if keep:

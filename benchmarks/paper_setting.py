@@ -48,6 +48,7 @@ from _common import (  # noqa: E402
     evaluate_checkpoint,
     load_split,
     mean_std,
+    moco_vs_clip,
     run_wenlan,
     short_metrics,
     synth_options,
@@ -211,15 +212,7 @@ def main() -> None:
         for loss in losses:
             summary[f"b{batch}_{loss}"] = mean_std([r["mean_recall"] for r in runs if r["batch_size"] == batch and r["loss"] == loss])
         if {"moco", "clip"} <= set(losses):
-            diffs = []
-            for seed in seeds:
-                pick = {r["loss"]: r["mean_recall"] for r in runs if r["batch_size"] == batch and r["seed"] == seed}
-                diffs.append(pick["moco"] - pick["clip"])
-            d = mean_std(diffs)
-            verdict[f"b{batch}"] = {
-                "moco_minus_clip": d, "winner": "moco" if d["mean"] > 0 else "clip",
-                "moco_wins_every_seed": all(x > 0 for x in diffs),
-            }
+            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
     print(json.dumps({
         "benchmark": "paper_setting",
         "quick": args.quick,

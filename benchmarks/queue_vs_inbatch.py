@@ -58,6 +58,7 @@ from _common import (  # noqa: E402
     evaluate_checkpoint,
     load_split,
     mean_std,
+    moco_vs_clip,
     queue_drift,
     run_wenlan,
     short_metrics,
@@ -303,16 +304,7 @@ def main() -> None:
                 "image_mean_vector_norm": mean_std([r["image_mean_vector_norm"] for r in chosen])["mean"],
             }
         if {"moco", "clip"} <= set(losses):
-            diffs = []
-            for seed in seeds:
-                pick = {r["loss"]: r["mean_recall"] for r in runs if r["batch_size"] == batch and r["seed"] == seed}
-                diffs.append(pick["moco"] - pick["clip"])
-            d = mean_std(diffs)
-            verdict[f"b{batch}"] = {
-                "moco_minus_clip": d,
-                "winner": "moco" if d["mean"] > 0 else "clip",
-                "moco_wins_every_seed": all(x > 0 for x in diffs),
-            }
+            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
     diagnostics = {}
     if "moco" in losses:
         for batch in batch_sizes:
