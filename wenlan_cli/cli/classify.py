@@ -56,7 +56,7 @@ def classify(
     import os
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import counting_progress
     from rich.table import Table
 
     from .. import classify as zs
@@ -99,8 +99,7 @@ def classify(
     model, _, _ = load(checkpoint, device=dev)
     vectors = zs.label_embeddings(model, label_list, templates)
     n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
-    progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err, transient=True)
+    progress = counting_progress("classifying", err)
     with progress:
         task = progress.add_task("classify", total=len(paths))
         result = zs.classify(

@@ -26,7 +26,7 @@ def check(
     """Find unreadable or truncated images, empty or over-long captions, duplicate images,
     images shared between splits and boxes outside their image."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import counting_progress
     from rich.table import Table
 
     from ..config import check_number
@@ -48,8 +48,7 @@ def check(
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
     options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
     err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as progress:
+    with counting_progress("{task.description}", err) as progress:
         task = None
 
         def on_split(split: str, count: int) -> None:

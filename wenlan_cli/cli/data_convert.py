@@ -23,7 +23,7 @@ def convert(
 ) -> None:
     """Write webdataset tar shards per split, resumably, with an index.json."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import counting_progress
 
     from ..config import check_number
     from ..data.convert import convert_dataset
@@ -36,8 +36,7 @@ def convert(
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
     options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
     err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as progress:
+    with counting_progress("{task.description}", err) as progress:
         task = None
 
         def on_split(split: str, samples: int) -> None:

@@ -37,7 +37,7 @@ def encode(
 
     import numpy as np
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import counting_progress
 
     from ..data.records import ImageTextRecord
     from ..backends import check_backend, check_onnx_options, open_backend
@@ -94,8 +94,7 @@ def encode(
     if not items:
         raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
     encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
-    progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True,
-                        disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
+    progress = counting_progress("encoding", err, disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
     skipped: list[dict] = []
     with progress:
         task = progress.add_task("encode", total=len(items))

@@ -30,7 +30,7 @@ def index(
     import os
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import counting_progress
 
     from ..search.index import update_index
     from .options import check_inference_options
@@ -46,8 +46,7 @@ def index(
     check_outputs([("--out", out)], [*folder_input("IMAGES_DIR", images_dir), *checkpoint_input("--checkpoint", checkpoint)])
     err = Console(stderr=True)
     n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
-    progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err, transient=True)
+    progress = counting_progress("indexing", err)
     task = None
 
     def on_start(total: int) -> None:
