@@ -110,7 +110,7 @@ def queue_drift(path: Path, batch_size: int) -> dict | None:
     """For a moco checkpoint: mean cosine between the newest batch of queued keys and the
     newest batch itself / the oldest batch in the queue. Keys from a drifting encoder make
     the newest keys (like the positive key) recognisable by age rather than content."""
-    from wenlan_cli.train.checkpoint import load_training_state
+    from wenlan_cli.engine.checkpoint import load_training_state
 
     rest = load_training_state(path)["model_rest"]
     out = {}

@@ -137,7 +137,7 @@ def main() -> None:
     from wenlan_cli.data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, tokenize_all
     from wenlan_cli.models.registry import create_model, get_model_config
     from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
-    from wenlan_cli.train.distributed import DistContext
+    from wenlan_cli.engine.distributed import DistContext
     from wenlan_cli.train.loop import Pretrainer, default_workers
 
     default_threads = torch.get_num_threads()

@@ -54,7 +54,7 @@ def make_checkpoint(name: str, directory: Path) -> Path:
 
     from wenlan_cli.models.registry import create_model, get_model_config
     from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
-    from wenlan_cli.train.checkpoint import CheckpointContents, write_checkpoint
+    from wenlan_cli.engine.checkpoint import CheckpointContents, write_checkpoint
 
     config = get_model_config(name)
     tokenizer = tokenizer_from_vocab(build_char_vocab([CHARS]))

@@ -91,7 +91,7 @@ class whole_towers:
     its momentum copies, for the length of a `with` block."""
 
     def __init__(self, checkpoint: Path | None) -> None:
-        from wenlan_cli.train.checkpoint import load_query_state
+        from wenlan_cli.engine.checkpoint import load_query_state
 
         self.state = load_query_state(checkpoint) if checkpoint is not None else None
         self.missing: list[str] = []

@@ -61,7 +61,7 @@ def make_batch(config, batch_size: int, length: int = 40, vocab: int = 200):
 
 def build(config, batch_size: int, device: torch.device):
     from wenlan_cli.train.loop import Pretrainer
-    from wenlan_cli.train.distributed import DistContext
+    from wenlan_cli.engine.distributed import DistContext
 
     model = create_model(config, vocab_size=200).to(device)
     trainer = Pretrainer(TrainConfig(batch_size=batch_size), ctx=DistContext())
@@ -103,7 +103,7 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
 
 def measure(name: str, batch_size: int, rounds: int, repeats: int, device: torch.device, precision: str) -> dict:
-    from wenlan_cli.encode import autocast_context
+    from wenlan_cli.engine.device import autocast_context
 
     torch.manual_seed(0)
     config = CONFIGS[name]()

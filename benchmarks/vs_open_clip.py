@@ -215,7 +215,7 @@ def train_open_clip(open_clip, wenlan_config, train_records, args, *, steps: int
     from torch.utils.data import DataLoader
 
     from wenlan_cli.data.pipeline import PairSampler
-    from wenlan_cli.train.schedule import warmup_cosine_scheduler
+    from wenlan_cli.engine.schedule import warmup_cosine_scheduler
 
     device = torch.device(args.device)
     model, preprocess_train, preprocess_val, tokenizer = create_open_clip(open_clip, wenlan_config, device, seed)
@@ -444,7 +444,7 @@ def main() -> None:
         "batch_size": args.batch_size, "throughput_steps": args.steps, "warm_steps": args.warm_steps,
         "rounds": args.rounds, "budget_s": args.budget_s, "workers": args.workers, "device": args.device,
         "precision": args.precision, "lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup,
-        "schedule": "linear warm-up + cosine to 1% (wenlan_cli.train.schedule.warmup_cosine)",
+        "schedule": "linear warm-up + cosine to 1% (wenlan_cli.engine.schedule.warmup_cosine)",
         "grad_clip": args.grad_clip, "optimizer": "AdamW betas (0.9, 0.98) eps 1e-6", "seed": args.seed,
     }
     from wenlan_cli.config import to_dict

@@ -1,5 +1,5 @@
 """How long a run trains by default, its warm-ups, the printed plan, its warnings and the
-wall-clock budget (wenlan_cli/train/budget.py and its use in `wenlan pretrain`)."""
+wall-clock budget (wenlan_cli/engine/budget.py and its use in `wenlan pretrain`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from wenlan_cli.config import TrainConfig
 from wenlan_cli.durations import parse_duration
 from wenlan_cli.errors import UsageError
 from wenlan_cli.models.registry import get_model_config
-from wenlan_cli.train.budget import (
+from wenlan_cli.engine.budget import (
     CAPTION_RULE,
     PRETRAIN_RULE,
     LossWatch,

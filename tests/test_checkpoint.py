@@ -11,8 +11,8 @@ import torch
 
 from wenlan_cli.errors import CheckpointError, TrainingError
 from wenlan_cli.loading import load_checkpoint
-from wenlan_cli.train import checkpoint as ckpt
-from wenlan_cli.train.checkpoint import CheckpointContents, load_training_state, resolve_checkpoint, write_checkpoint
+from wenlan_cli.engine import checkpoint as ckpt
+from wenlan_cli.engine.checkpoint import CheckpointContents, load_training_state, resolve_checkpoint, write_checkpoint
 
 
 def test_final_checkpoint_holds_the_documented_files(tiny_run):
@@ -133,7 +133,7 @@ def test_overwriting_a_checkpoint_replaces_it_atomically(tiny_run, tmp_path):
 
 
 def test_adamw_uses_the_fused_kernel_for_float32_and_falls_back_otherwise():
-    from wenlan_cli.train.optim import adamw
+    from wenlan_cli.engine.optim import adamw
 
     single = torch.nn.Parameter(torch.ones(3))
     optimizer = adamw([{"params": [single], "weight_decay": 0.0}], 0.1)

@@ -17,7 +17,7 @@ from wenlan_cli.data.sources import load_records
 from wenlan_cli.models import create_model, get_model_config
 from wenlan_cli.models.loss import brivl_loss, false_negatives, queue_infonce
 from wenlan_cli.models.queue import NO_ID, FeatureQueue
-from wenlan_cli.train import checkpoint as ckpt
+from wenlan_cli.engine import checkpoint as ckpt
 from wenlan_cli.train.loop import Pretrainer, apply_overrides
 
 

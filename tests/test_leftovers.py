@@ -167,7 +167,7 @@ def test_a_start_failing_after_writing_its_config_removes_only_what_it_wrote(tmp
 
 
 def test_discard_failed_start_keeps_a_run_with_a_checkpoint_and_a_made_folder_goes(tmp_path):
-    from wenlan_cli.train.run_dir import discard_failed_start
+    from wenlan_cli.engine.run_dir import discard_failed_start
 
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt), discard_failed_start(fresh):
@@ -181,7 +181,7 @@ def test_discard_failed_start_keeps_a_run_with_a_checkpoint_and_a_made_folder_go
         for name in ("config.json", "model.safetensors"):
             (good / "step-00000002" / name).write_text("x")
         raise RuntimeError("the loss became nan")
-    from wenlan_cli.train.checkpoint import is_checkpoint
+    from wenlan_cli.engine.checkpoint import is_checkpoint
 
     assert is_checkpoint(good / "step-00000002") and good.is_dir()
     with pytest.raises(RuntimeError), discard_failed_start(tmp_path / "other", enabled=False):

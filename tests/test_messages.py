@@ -21,7 +21,7 @@ from wenlan_cli.data.aic_icc import AIC_SPLITS
 from wenlan_cli.data.fields import MAX_CAPTION_CHARS
 from wenlan_cli.data.readers import read_split
 from wenlan_cli.errors import CheckpointError, DataError
-from wenlan_cli.train.checkpoint import load_training_state
+from wenlan_cli.engine.checkpoint import load_training_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -236,7 +236,7 @@ def test_converted_brivl_grid_pooling_and_padded_text_export(tmp_path):
     from wenlan_cli.export.onnx import export_onnx
     from wenlan_cli.models.registry import create_model, get_model_config
     from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
-    from wenlan_cli.train.checkpoint import CheckpointContents, write_checkpoint
+    from wenlan_cli.engine.checkpoint import CheckpointContents, write_checkpoint
 
     tokenizer = tokenizer_from_vocab(build_char_vocab(["一只白色的小狗在草地上奔跑", "两个红色的圆形在左上角"]))
     base = get_model_config("brivl-tiny")

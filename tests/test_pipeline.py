@@ -123,7 +123,7 @@ def four_threads():
 def test_threads_beside_workers_lowers_torch_threads_on_cpu_and_restores_them(
     monkeypatch, four_threads, cores, workers, inside
 ):
-    from wenlan_cli import encode
+    from wenlan_cli.engine import device as encode
 
     monkeypatch.setattr(encode, "usable_cores", lambda: cores)
     with encode.threads_beside_workers(torch.device("cpu"), workers):
@@ -132,7 +132,7 @@ def test_threads_beside_workers_lowers_torch_threads_on_cpu_and_restores_them(
 
 
 def test_threads_beside_workers_restores_threads_when_the_body_raises(monkeypatch, four_threads):
-    from wenlan_cli import encode
+    from wenlan_cli.engine import device as encode
 
     monkeypatch.setattr(encode, "usable_cores", lambda: 4)
     with pytest.raises(DataError, match="boom"):
@@ -147,7 +147,7 @@ def test_threads_beside_workers_restores_threads_when_the_body_raises(monkeypatc
     [("cpu", 0, 2), ("cuda", 2, 4), ("cuda:0", 3, 2), ("cpu", 1, 16)],  # the last: already below the cap
 )
 def test_threads_beside_workers_leaves_threads_alone_otherwise(monkeypatch, four_threads, device, workers, cores):
-    from wenlan_cli import encode
+    from wenlan_cli.engine import device as encode
 
     monkeypatch.setattr(encode, "usable_cores", lambda: cores)
     with encode.threads_beside_workers(torch.device(device), workers):
@@ -158,7 +158,7 @@ def test_threads_beside_workers_leaves_threads_alone_otherwise(monkeypatch, four
 def test_usable_cores_is_a_positive_count():
     import os
 
-    from wenlan_cli.encode import usable_cores
+    from wenlan_cli.cores import usable_cores
 
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
 
@@ -178,8 +178,9 @@ class _ThreadRecordingModel(torch.nn.Module):
 
 def test_encode_images_runs_beside_its_workers_with_fewer_threads(tmp_path, monkeypatch, four_threads):
     from wenlan_cli import encode
+    from wenlan_cli.engine import device
 
-    monkeypatch.setattr(encode, "usable_cores", lambda: 4)
+    monkeypatch.setattr(device, "usable_cores", lambda: 4)
     records = []
     for i in range(3):
         path = tmp_path / f"{i}.png"

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from wenlan_cli.errors import DataError, TrainingError
-from wenlan_cli.train import checkpoint as ckpt
+from wenlan_cli.engine import checkpoint as ckpt
 from wenlan_cli.train.loop import Pretrainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from wenlan_cli.cli import main
 from wenlan_cli.data.convert import convert_dataset
-from wenlan_cli.train import checkpoint as ckpt
+from wenlan_cli.engine import checkpoint as ckpt
 from wenlan_cli.train.loop import Pretrainer
 
 ROOT = Path(__file__).resolve().parents[1]

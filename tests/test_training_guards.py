@@ -13,7 +13,7 @@ import torch
 from wenlan_cli.cli import main
 from wenlan_cli.config import ModelConfig
 from wenlan_cli.errors import TrainingError
-from wenlan_cli.train import checkpoint as ckpt
+from wenlan_cli.engine import checkpoint as ckpt
 from wenlan_cli.train.loop import Pretrainer, non_finite_state
 
 
@@ -80,7 +80,7 @@ def test_a_parameter_gone_infinite_stops_the_run_before_it_is_saved(synth_dir, t
 
 
 def test_metrics_are_strict_json_with_null_for_non_finite_values(synth_dir, tmp_path, tiny_config):
-    from wenlan_cli.train.distributed import DistContext
+    from wenlan_cli.engine.distributed import DistContext
 
     trainer = Pretrainer(tiny_config(tmp_path, synth_dir), ctx=DistContext())
     trainer.record({"step": 1, "loss": 2.5, "lr": float("inf"), "extra": [float("nan"), 1.0]})

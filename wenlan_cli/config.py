@@ -302,7 +302,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
-    # Learning-rate warm-up steps; None: 10 % of the run, at most 2,000 (train/budget.py).
+    # Learning-rate warm-up steps; None: 10 % of the run, at most 2,000 (engine/budget.py).
     warmup: int | None = None
     grad_clip: float = 1.0
     # Override the model config's contrastive settings when given.
@@ -313,7 +313,7 @@ class TrainConfig:
     mask_false_negatives: bool | None = None
     # moco: the first N steps take the in-batch loss while the queues fill (towers trained
     # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch). "auto":
-    # none with --pretrained, else train/budget.py's auto_queue_warmup.
+    # none with --pretrained, else engine/budget.py's auto_queue_warmup.
     queue_warmup: int | str = "auto"
     seed: int = 0
     device: str = "auto"

@@ -7,13 +7,12 @@ with `skip_bad`, left out and reported with their index.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
-from .cores import usable_cores
+from .engine.device import autocast_context, threads_beside_workers
 from .data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images, pad_token_ids, tokenize_all
 from .data.imagefiles import IMAGE_SUFFIXES, collect_image_paths  # noqa: F401 (re-exported)
 from .data.records import ImageTextRecord
@@ -26,31 +25,6 @@ class ImageEncoding:
     embeddings: torch.Tensor  # (kept, D) float32, L2-normalised
     kept: list[int]  # index into the input records of each row
     failures: list[tuple[int, str]] = field(default_factory=list)
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-@contextmanager
-def threads_beside_workers(device: torch.device, workers: int):
-    """On a CPU, cap torch's intra-op threads at (usable cores - `workers`), at least 1, while
-    `workers` DataLoader processes decode beside them, then restore the setting. More
-    runnable threads than cores stall torch's parallel regions, which wait for their slowest
-    thread (benchmarks/encode.py compares the settings)."""
-    before = torch.get_num_threads()
-    cap = max(1, usable_cores() - workers)
-    if device.type != "cpu" or workers <= 0 or cap >= before:
-        yield
-        return
-    torch.set_num_threads(cap)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()

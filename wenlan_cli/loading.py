@@ -12,7 +12,7 @@ from .data.pipeline import ImageSettings
 from .errors import CheckpointError
 from .models.registry import create_model
 from .models.tokenizer import load_tokenizer
-from .train.checkpoint import load_query_state, model_config_of, read_checkpoint_info, resolve_checkpoint
+from .engine.checkpoint import load_query_state, model_config_of, read_checkpoint_info, resolve_checkpoint
 
 
 @dataclass

@@ -56,7 +56,7 @@ def classify(
     import os
 
     from rich.console import Console
-    from .progress import counting_progress
+    from ..engine.progress import counting_progress
     from rich.table import Table
 
     from .. import classify as zs

@@ -26,7 +26,7 @@ def check(
     """Find unreadable or truncated images, empty or over-long captions, duplicate images,
     images shared between splits and boxes outside their image."""
     from rich.console import Console
-    from .progress import counting_progress
+    from ..engine.progress import counting_progress
     from rich.table import Table
 
     from ..config import check_number
@@ -36,7 +36,7 @@ def check(
     tokenizer = None
     if checkpoint is not None:
         from ..models.tokenizer import load_tokenizer
-        from ..train.checkpoint import model_config_of, resolve_checkpoint
+        from ..engine.checkpoint import model_config_of, resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint)
         tokenizer = load_tokenizer(path)

@@ -23,7 +23,7 @@ def convert(
 ) -> None:
     """Write webdataset tar shards per split, resumably, with an index.json."""
     from rich.console import Console
-    from .progress import counting_progress
+    from ..engine.progress import counting_progress
 
     from ..config import check_number
     from ..data.convert import convert_dataset

@@ -37,7 +37,7 @@ def encode(
 
     import numpy as np
     from rich.console import Console
-    from .progress import counting_progress
+    from ..engine.progress import counting_progress
 
     from ..data.records import ImageTextRecord
     from ..backends import check_backend, check_onnx_options, open_backend

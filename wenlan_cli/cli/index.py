@@ -30,7 +30,7 @@ def index(
     import os
 
     from rich.console import Console
-    from .progress import counting_progress
+    from ..engine.progress import counting_progress
 
     from ..search.index import update_index
     from .options import check_inference_options

@@ -8,7 +8,7 @@ def check_inference_options(*, device: str, precision: str = "fp32", batch_size:
     --precision (fp16 only on a GPU), checked before any data or checkpoint is read; each
     failure is a UsageError naming its option. Returns the torch device."""
     from ..config import check_number
-    from ..train.distributed import check_precision, pick_device
+    from ..engine.device import check_precision, pick_device
 
     check_number("--batch-size", batch_size, 1, integer=True)
     check_number("--workers", workers, 0, 256, integer=True)

@@ -113,7 +113,7 @@ def run_pretrain(cfg, explicit: set[str] | None = None) -> None:
     from rich.console import Console
 
     from ..eval.retrieval import format_recall_table
-    from ..train.distributed import shutdown_distributed
+    from ..engine.distributed import shutdown_distributed
     from ..train.loop import Pretrainer
 
     console = Console(stderr=True)

@@ -22,7 +22,7 @@ def convert_brivl(
     from ..models.normalization import resolve_image_normalization
     from ..models.registry import create_model, get_model_config
     from ..models.tokenizer import load_pretrained_tokenizer
-    from ..train.checkpoint import CheckpointContents, write_checkpoint
+    from ..engine.checkpoint import CheckpointContents, write_checkpoint
     from .brivl import check_against, map_released_keys, read_released_state, released_model_config
 
     conversion = map_released_keys(read_released_state(checkpoint))

@@ -10,7 +10,7 @@ Importing this package is cheap: matplotlib and the model are only loaded by
 from __future__ import annotations
 
 from .run import RunRecord, read_run
-from .tensorboard import MetricsWriter
+from ..engine.metrics import MetricsWriter
 
 __all__ = ["MetricsWriter", "RunRecord", "read_run", "write_report"]
 

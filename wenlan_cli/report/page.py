@@ -282,7 +282,7 @@ def write_report(
         import torch
 
         from ..loading import load_checkpoint
-        from ..train.distributed import pick_device
+        from ..engine.device import pick_device
         from .examples import retrieval_examples, thumbnail_uri
 
         split, records = _eval_records(run)

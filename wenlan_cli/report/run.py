@@ -69,7 +69,7 @@ def read_run(path: str | Path) -> RunRecord:
             record.train.append(entry)
     record.recall, record.recall_source = _final_recall(path / "recall.json", record.evals)
     try:
-        from ..train.checkpoint import resolve_checkpoint
+        from ..engine.checkpoint import resolve_checkpoint
 
         record.checkpoint = resolve_checkpoint(path)
     except CheckpointError:

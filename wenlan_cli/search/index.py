@@ -151,7 +151,7 @@ def checkpoint_identity(checkpoint: str | Path, known: dict | None = None) -> di
     checkpoint (or run) directory. The hash of `known` is reused when it describes the
     same file (same resolved path, size and mtime), so a large weights file is not
     re-read on every search."""
-    from ..train.checkpoint import model_config_of, resolve_checkpoint
+    from ..engine.checkpoint import model_config_of, resolve_checkpoint
 
     directory = resolve_checkpoint(checkpoint).resolve()
     weights = directory / "model.safetensors"
@@ -580,7 +580,7 @@ def _encode(to_encode, identity, *, backend="torch", skip_bad, batch_size, worke
     import torch
 
     from ..loading import load_checkpoint
-    from ..train.distributed import pick_device
+    from ..engine.device import pick_device
 
     dev = pick_device(device)
     loaded = load_checkpoint(identity["path"], device=dev)

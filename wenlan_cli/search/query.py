@@ -53,7 +53,7 @@ class Searcher:
 
     def __init__(self, index: ImageIndex, checkpoint: str | Path | None = None, device: str = "cpu") -> None:
         from ..loading import load_checkpoint
-        from ..train.distributed import pick_device
+        from ..engine.device import pick_device
 
         self.index = index
         self.warnings: list[str] = []

@@ -26,13 +26,13 @@ from ..data.records import ImageTextRecord
 from ..data.sources import STREAM_DATASET, load_records
 from ..data.memory import release_freed_memory
 from ..data.table import caption_counts as count_captions, joined_captions
-from ..encode import autocast_context
+from ..engine.device import autocast_context
 from ..errors import DataError, TrainingError, UsageError
 from ..eval.evaluate import evaluate_retrieval
 from ..models.normalization import resolve_image_normalization
 from ..models.registry import create_model, get_model_config
 from ..models.tokenizer import count_chars_joined, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab, vocab_from_counts
-from .checkpoint import (
+from ..engine.checkpoint import (
     CheckpointContents,
     latest_checkpoint,
     load_query_state,
@@ -43,7 +43,7 @@ from .checkpoint import (
     step_name,
     write_checkpoint,
 )
-from .distributed import (
+from ..engine.distributed import (
     DistContext,
     KeyBatchShuffle,
     all_gather_variable,
@@ -52,11 +52,11 @@ from .distributed import (
     barrier,
     init_distributed,
 )
-from .optim import adamw
-from .progress import TrainingProgress
-from .budget import PRETRAIN_RULE, LossWatch, StepTimer, TrainingPlan, build_plan, estimate_line, plan_warnings, steps_in_budget
-from .rng import restore_rng_state, rng_state, seed_everything
-from .schedule import warmup_cosine
+from ..engine.optim import adamw
+from ..engine.progress import TrainingProgress
+from ..engine.budget import PRETRAIN_RULE, LossWatch, StepTimer, TrainingPlan, build_plan, estimate_line, plan_warnings, steps_in_budget
+from ..engine.rng import restore_rng_state, rng_state, seed_everything
+from ..engine.schedule import warmup_cosine
 
 
 @dataclass
@@ -182,7 +182,7 @@ class Pretrainer:
         return tokenizer_from_vocab(vocab_from_counts(count_chars_joined(joined_captions(train))))
 
     def make_plan(self, batches_per_epoch: int, model_config: ModelConfig, total: int | None = None, seconds_per_step: float | None = None) -> TrainingPlan:
-        """The run's steps and warm-ups from its options and the data size (train/budget.py)."""
+        """The run's steps and warm-ups from its options and the data size (engine/budget.py)."""
         from ..durations import parse_duration
 
         cfg = self.cfg
@@ -295,9 +295,9 @@ class Pretrainer:
 
     # The run ----------------------------------------------------------------------
     def run(self) -> RunResult:
-        from ..report.tensorboard import MetricsWriter
+        from ..engine.metrics import MetricsWriter
 
-        from .run_dir import discard_failed_start
+        from ..engine.run_dir import discard_failed_start
 
         with discard_failed_start(self.out, enabled=self.ctx.is_main):
             if self.ctx.is_main:
@@ -325,7 +325,7 @@ class Pretrainer:
 
         model_config = apply_overrides(get_model_config(cfg.model), cfg)
         if resume_dir is not None:
-            from .checkpoint import model_config_of
+            from ..engine.checkpoint import model_config_of
 
             model_config = model_config_of(resume_dir)
         self.check_queue(model_config)
@@ -547,10 +547,10 @@ class Pretrainer:
         }
 
     def resume_config(self, resume_dir: Path) -> TrainConfig:
-        """This run's config on resume (train/resume.py): options not given come from the
+        """This run's config on resume (engine/resume.py): options not given come from the
         checkpoint's run; a conflicting one is refused; those that change are announced."""
-        from .checkpoint import model_config_of
-        from .resume import reconcile
+        from ..engine.checkpoint import model_config_of
+        from ..engine.resume import reconcile
 
         state = load_training_state(resume_dir)
         saved = state.get("train_config") or {}

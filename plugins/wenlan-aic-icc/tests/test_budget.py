@@ -10,7 +10,7 @@ from rich.console import Console
 
 from wenlan_aic_icc.finetune import CaptionFinetuner, FinetuneConfig
 from wenlan_cli.errors import UsageError
-from wenlan_cli.train.budget import CAPTION_RULE, auto_warmup
+from wenlan_cli.engine.budget import CAPTION_RULE, auto_warmup
 
 TINY = dict(batch_size=8, eval_every=0, freeze_tower=True, meteor=False, d_model=32, layers=1, heads=2, ff_dim=64, max_len=8, log_every=1)
 

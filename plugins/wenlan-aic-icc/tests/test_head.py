@@ -141,6 +141,6 @@ def test_frozen_tower_run_with_a_character_vocabulary(tmp_path, cap_data, pretra
 
 
 def load_checkpoint_state(path):
-    from wenlan_cli.train.checkpoint import load_query_state, resolve_checkpoint
+    from wenlan_cli.engine.checkpoint import load_query_state, resolve_checkpoint
 
     return load_query_state(resolve_checkpoint(path))

@@ -193,7 +193,7 @@ def caption(
     from wenlan_cli.data.records import ImageTextRecord
     from wenlan_cli.encode import collect_image_paths
     from wenlan_cli.errors import UsageError
-    from wenlan_cli.train.distributed import pick_device
+    from wenlan_cli.engine.device import pick_device
 
     from .checkpoint import load_caption_checkpoint
     from .generate import caption_records, score_split

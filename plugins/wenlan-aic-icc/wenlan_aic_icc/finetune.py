@@ -31,9 +31,9 @@ from wenlan_cli.data.pipeline import (
 )
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, TrainingError, UsageError
-from wenlan_cli.train.budget import CAPTION_RULE, LossWatch, StepTimer, build_plan, estimate_line, plan_warnings, steps_in_budget
-from wenlan_cli.train.optim import adamw
-from wenlan_cli.train.progress import TrainingProgress
+from wenlan_cli.engine.budget import CAPTION_RULE, LossWatch, StepTimer, build_plan, estimate_line, plan_warnings, steps_in_budget
+from wenlan_cli.engine.optim import adamw
+from wenlan_cli.engine.progress import TrainingProgress
 
 from .decoding import DecodeOptions
 from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
@@ -255,7 +255,7 @@ class CaptionFinetuner:
         return config
 
     def make_plan(self, batches_per_epoch: int, total: int | None = None, seconds_per_step: float | None = None):
-        """Steps and warm-up from the options and the data size (wenlan_cli/train/budget.py)."""
+        """Steps and warm-up from the options and the data size (wenlan_cli/engine/budget.py)."""
         from wenlan_cli.durations import parse_duration
 
         cfg = self.cfg
@@ -326,9 +326,9 @@ class CaptionFinetuner:
     # The run ----------------------------------------------------------------------
     def run(self) -> FinetuneResult:
         from wenlan_cli.loading import load_checkpoint
-        from wenlan_cli.train.distributed import pick_device
-        from wenlan_cli.train.rng import seed_everything
-        from wenlan_cli.train.schedule import warmup_cosine
+        from wenlan_cli.engine.device import pick_device
+        from wenlan_cli.engine.rng import seed_everything
+        from wenlan_cli.engine.schedule import warmup_cosine
 
         cfg = self.cfg
         device = pick_device(cfg.device)
@@ -559,7 +559,7 @@ def save_run_checkpoint(target: Path, model, tokenizer, model_config, info: dict
 
 
 def read_step(checkpoint: Path) -> int | None:
-    from wenlan_cli.train.checkpoint import read_checkpoint_info
+    from wenlan_cli.engine.checkpoint import read_checkpoint_info
 
     step = read_checkpoint_info(checkpoint).get("step")
     return step if isinstance(step, int) else None

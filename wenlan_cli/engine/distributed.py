@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from .device import pick_device
 
 
 @dataclass
@@ -28,37 +28,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """The torch device of a --device value (auto, cpu, cuda or cuda:N); a name torch does
-    not know, or a GPU this machine lacks, is a UsageError naming --device (raised before
-    any model is built, instead of torch's driver or device-list error on first use)."""
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(preference)
-    except (RuntimeError, ValueError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {preference!r}.")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UsageError(f"--device {preference} was asked for but no GPU is available; use --device cpu (or auto).")
-        if device.index >= count:
-            raise UsageError(f"--device {preference}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
-    return device
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """fp32, bf16 or fp16 (fp16 only on a GPU: CPU kernels lack it or are slow and inexact)."""
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
-    if precision == "fp16" and device.type != "cuda":
-        raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU.")
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:

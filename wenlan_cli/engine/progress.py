@@ -1,10 +1,11 @@
-"""The progress display of training loops (pretraining and the task plugins')."""
+"""Progress displays on stderr: the training loops' bar (pretraining and the task plugins')
+and the counting bar every long command shows (classify, encode, index, data check/convert)."""
 
 from __future__ import annotations
 
 import time
 
-__all__ = ["TrainingProgress"]
+__all__ = ["TrainingProgress", "counting_progress"]
 
 
 class TrainingProgress:
@@ -55,3 +56,12 @@ class TrainingProgress:
         if not self.terminal and (time.monotonic() - self.last_print > 15 or step == self.total):
             self.last_print = time.monotonic()
             self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} {self.unit}")
+
+
+def counting_progress(label: str, console, *, disable: bool = False):
+    """A transient bar (label, bar, done/total, time left), so finished work leaves only the
+    command's own output behind. `label` may be "{task.description}" to name each task."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=disable)

@@ -1,0 +1,10 @@
+"""The engine every trainer and every inference path stands on.
+
+Run directories and the checkpoint format (`checkpoint.py`, `run_dir.py`), where and how a
+model runs (`device.py`: --device, --precision, autocast, threads), processes
+(`distributed.py`), metrics (`metrics.py`: metrics.jsonl mirrored into TensorBoard),
+progress bars (`progress.py`), run length and warm-ups (`budget.py`), optimizer and
+schedule (`optim.py`, `schedule.py`), random state (`rng.py`) and resume checks
+(`resume.py`). Modules here import only models, data and the base modules, never an
+application (`train/`, `search/`, ...) or the CLI.
+"""
