@@ -400,6 +400,149 @@ def _unchanged(old: IndexRow, new: IndexRow, hash_contents: bool) -> bool:
     return old.size == new.size and old.mtime_ns == new.mtime_ns
 
 
+@dataclass
+class _Plan:
+    """What an update does to each scanned image: keep its old row, or encode it."""
+
+    keep_old: dict[str, int]  # relative path -> row of the previous index
+    to_encode: list[tuple[IndexRow, Path]]
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
+def _check_folders(images_dir: Path, index_dir: Path) -> None:
+    """Refuse before anything is written: a missing images folder, or an --out that is a
+    file or a folder of something else (an update would delete its files as stale)."""
+    if not images_dir.is_dir():
+        raise DataError(f"the images folder {images_dir} does not exist or is not a folder.")
+    if index_dir.exists() and not index_dir.is_dir():
+        raise UsageError(f"--out {index_dir} is a file, not an index folder.")
+    if index_dir.is_dir() and not (index_dir / INDEX_FILE).exists():
+        extra = [p.name for p in index_dir.iterdir() if p.name != _LOCK_FILE and not _is_ours(p.name)]
+        if extra:
+            raise UsageError(f"--out {index_dir} is a folder that is not a wenlan index (it holds {extra[0]!r}); "
+                             "give a new or empty folder.")
+
+
+def _previous_index(index_dir: Path, images_dir: Path, rebuild: bool) -> ImageIndex | None:
+    """The committed index to update (memory-mapped), or None to build anew; it must be
+    of the same images folder, since an update drops every entry not found there."""
+    previous = None
+    if not rebuild and (index_dir / INDEX_FILE).exists():
+        try:
+            previous = load_index(index_dir, mmap=True)
+        except DataError as exc:
+            raise DataError(f"{exc} Pass --rebuild to build the index anew.") from None
+    if previous is not None and previous.images_dir.resolve() != images_dir.resolve():
+        raise UsageError(
+            f"the index {index_dir} holds {len(previous.rows):,} images of {previous.images_dir}, not of "
+            f"{images_dir}; pass --rebuild to replace them, or give another --out."
+        )
+    return previous
+
+
+def _encoder_identity(checkpoint, previous: ImageIndex | None, backend: str, index_dir: Path) -> dict:
+    """The identity of the checkpoint (or ONNX bundle) to encode with, defaulting to the
+    index's own; vectors of two different weights must never share one index."""
+    if checkpoint is None:
+        if previous is None:
+            raise UsageError("give --checkpoint: there is no index yet to take the checkpoint from.")
+        checkpoint = previous.checkpoint.get("onnx") if backend == "onnx" else previous.checkpoint["path"]
+    if backend == "onnx":
+        identity = bundle_identity(checkpoint)
+    else:
+        identity = checkpoint_identity(checkpoint, known=previous.checkpoint if previous else None)
+    if previous is not None and (
+        previous.checkpoint.get("model_sha256") != identity["model_sha256"]
+        or previous.checkpoint.get("embed_dim") != identity["embed_dim"]
+    ):
+        raise UsageError(
+            f"the index {index_dir} was built with the checkpoint {previous.checkpoint.get('path')} "
+            f"(weights sha256 {str(previous.checkpoint.get('model_sha256'))[:12]}), not {identity['path']} "
+            f"(sha256 {identity['model_sha256'][:12]}); pass --rebuild to re-encode every image with the new one."
+        )
+    return identity
+
+
+def _plan_update(scanned: list[tuple[IndexRow, Path]], previous: ImageIndex | None, hash_contents: bool) -> _Plan:
+    """Compare the scan with the previous manifest: only new and changed files are encoded."""
+    old_rows = {row.path: i for i, row in enumerate(previous.rows)} if previous is not None else {}
+    plan = _Plan(keep_old={}, to_encode=[], added=[], changed=[], removed=[])
+    for row, path in scanned:
+        j = old_rows.get(row.path)
+        if j is not None and _unchanged(previous.rows[j], row, hash_contents):
+            plan.keep_old[row.path] = j
+        else:
+            (plan.changed if j is not None else plan.added).append(row.path)
+            plan.to_encode.append((row, path))
+    seen = {row.path for row, _ in scanned}
+    plan.removed = [row.path for row in previous.rows if row.path not in seen] if previous is not None else []
+    return plan
+
+
+def _rows_to_index(scanned: list[tuple[IndexRow, Path]], plan: _Plan, new_vectors: dict, images_dir: Path) -> list[IndexRow]:
+    """The scanned rows that have a vector (kept or just encoded), in path order; an
+    index of no image at all is refused rather than committed."""
+    rows = [row for row, _ in scanned if row.path in plan.keep_old or (row.path in new_vectors)]
+    if not rows:
+        what = f"no readable images under {images_dir}" if scanned else f"no images (jpg, png, webp, bmp) under {images_dir}"
+        raise DataError(f"{what}; nothing to index.")
+    return rows
+
+
+def _assemble_vectors(
+    rows: list[IndexRow], plan: _Plan, previous: ImageIndex | None, new_vectors: dict, dim: int
+) -> np.ndarray:
+    """The new generation's vectors in row order: kept rows copied from the previous
+    index in one gather, the rest from this run's encodings."""
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    old_positions = [(i, plan.keep_old[row.path]) for i, row in enumerate(rows) if row.path in plan.keep_old]
+    if old_positions:
+        dst, src = zip(*old_positions)
+        vectors[list(dst)] = np.asarray(previous.vectors[list(src)])
+    for i, row in enumerate(rows):
+        if row.path in new_vectors:
+            vectors[i] = new_vectors[row.path]
+    return vectors
+
+
+def _index_info(images_dir: Path, rows: list[IndexRow], identity: dict, hash_contents: bool, skipped: list) -> dict:
+    """The index.json of a new generation, less the names of its files (`_write_generation`)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "images_dir": str(images_dir.resolve()),
+        "count": len(rows),
+        "dim": identity["embed_dim"],
+        "hash_contents": hash_contents,
+        "checkpoint": identity,
+        "skipped": skipped,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _is_up_to_date(previous: ImageIndex | None, rows: list[IndexRow], info: dict) -> bool:
+    """Nothing changed since the committed generation: no new one is written, so an
+    update that finds nothing to do leaves the index files (and their readers) alone."""
+    return (
+        previous is not None
+        and previous.rows == rows
+        and previous.skipped == info["skipped"]
+        and previous.info.get("images_dir") == info["images_dir"]
+        and previous.hash_contents == info["hash_contents"]
+        and previous.checkpoint == info["checkpoint"]
+    )
+
+
+def _write_new_generation(index_dir: Path, vectors: np.ndarray, rows: list[IndexRow], info: dict) -> ImageIndex:
+    """Commit a new generation and return it as loaded, without reading back the vectors
+    just written."""
+    _write_generation(index_dir, vectors, rows, info)
+    return ImageIndex(index_dir, Path(info["images_dir"]), vectors, rows, info["checkpoint"], info["hash_contents"],
+                      info["skipped"], load_index_info(index_dir))
+
+
 def update_index(
     images_dir: str | Path,
     index_dir: str | Path,
@@ -431,112 +574,32 @@ def update_index(
     """
     images_dir = Path(images_dir)
     index_dir = Path(index_dir)
-    if not images_dir.is_dir():
-        raise DataError(f"the images folder {images_dir} does not exist or is not a folder.")
-    if index_dir.exists() and not index_dir.is_dir():
-        raise UsageError(f"--out {index_dir} is a file, not an index folder.")
-    if index_dir.is_dir() and not (index_dir / INDEX_FILE).exists():
-        extra = [p.name for p in index_dir.iterdir() if p.name != _LOCK_FILE and not _is_ours(p.name)]
-        if extra:
-            raise UsageError(f"--out {index_dir} is a folder that is not a wenlan index (it holds {extra[0]!r}); "
-                             "give a new or empty folder.")
+    _check_folders(images_dir, index_dir)
     created = not index_dir.exists()
     index_dir.mkdir(parents=True, exist_ok=True)
     with _locked(index_dir), _discard_failed_start(index_dir, created):
-        previous = None
-        if not rebuild and (index_dir / INDEX_FILE).exists():
-            try:
-                previous = load_index(index_dir, mmap=True)
-            except DataError as exc:
-                raise DataError(f"{exc} Pass --rebuild to build the index anew.") from None
-        if previous is not None and previous.images_dir.resolve() != images_dir.resolve():
-            # An update would drop every entry of the other folder.
-            raise UsageError(
-                f"the index {index_dir} holds {len(previous.rows):,} images of {previous.images_dir}, not of "
-                f"{images_dir}; pass --rebuild to replace them, or give another --out."
-            )
-        if checkpoint is None:
-            if previous is None:
-                raise UsageError("give --checkpoint: there is no index yet to take the checkpoint from.")
-            checkpoint = previous.checkpoint.get("onnx") if backend == "onnx" else previous.checkpoint["path"]
-        if backend == "onnx":
-            identity = bundle_identity(checkpoint)
-        else:
-            identity = checkpoint_identity(checkpoint, known=previous.checkpoint if previous else None)
-        if previous is not None and (
-            previous.checkpoint.get("model_sha256") != identity["model_sha256"]
-            or previous.checkpoint.get("embed_dim") != identity["embed_dim"]
-        ):
-            raise UsageError(
-                f"the index {index_dir} was built with the checkpoint {previous.checkpoint.get('path')} "
-                f"(weights sha256 {str(previous.checkpoint.get('model_sha256'))[:12]}), not {identity['path']} "
-                f"(sha256 {identity['model_sha256'][:12]}); pass --rebuild to re-encode every image with the new one."
-            )
+        previous = _previous_index(index_dir, images_dir, rebuild)
+        identity = _encoder_identity(checkpoint, previous, backend, index_dir)
         if hash_contents is None:
             hash_contents = previous.hash_contents if previous is not None else False
-
         scanned = _scan(images_dir, index_dir, hash_contents)
-        old_rows = {row.path: i for i, row in enumerate(previous.rows)} if previous is not None else {}
-        added, changed, to_encode, keep_old = [], [], [], {}
-        for row, path in scanned:
-            j = old_rows.get(row.path)
-            if j is not None and _unchanged(previous.rows[j], row, hash_contents):
-                keep_old[row.path] = j
-            else:
-                (changed if j is not None else added).append(row.path)
-                to_encode.append((row, path))
-        seen = {row.path for row, _ in scanned}
-        removed = [row.path for row in previous.rows if row.path not in seen] if previous is not None else []
-
-        new_vectors, failures = _encode(to_encode, identity, backend=backend, skip_bad=skip_bad, batch_size=batch_size,
-                                        workers=workers, device=device, precision=precision,
+        plan = _plan_update(scanned, previous, hash_contents)
+        new_vectors, failures = _encode(plan.to_encode, identity, backend=backend, skip_bad=skip_bad,
+                                        batch_size=batch_size, workers=workers, device=device, precision=precision,
                                         on_start=on_start, on_batch=on_batch)
         failed = {path for path, _ in failures}
-        added = [path for path in added if path not in failed]
-        changed = [path for path in changed if path not in failed]
-        rows = [row for row, _ in scanned if row.path in keep_old or (row.path in new_vectors)]
-        if not rows:
-            what = f"no readable images under {images_dir}" if scanned else f"no images (jpg, png, webp, bmp) under {images_dir}"
-            raise DataError(f"{what}; nothing to index.")
-        dim = identity["embed_dim"]
-        vectors = np.empty((len(rows), dim), dtype=np.float32)
-        old_positions = [(i, keep_old[row.path]) for i, row in enumerate(rows) if row.path in keep_old]
-        if old_positions:
-            dst, src = zip(*old_positions)
-            vectors[list(dst)] = np.asarray(previous.vectors[list(src)])
-        for i, row in enumerate(rows):
-            if row.path in new_vectors:
-                vectors[i] = new_vectors[row.path]
+        rows = _rows_to_index(scanned, plan, new_vectors, images_dir)
+        vectors = _assemble_vectors(rows, plan, previous, new_vectors, identity["embed_dim"])
         skipped = [{"path": path, "error": message} for path, message in failures]
-        unchanged = len(keep_old)
-        info = {
-            "format": FORMAT,
-            "version": VERSION,
-            "images_dir": str(images_dir.resolve()),
-            "count": len(rows),
-            "dim": dim,
-            "hash_contents": hash_contents,
-            "checkpoint": identity,
-            "skipped": skipped,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        up_to_date = (
-            previous is not None
-            and previous.rows == rows
-            and previous.skipped == skipped
-            and previous.info.get("images_dir") == info["images_dir"]
-            and previous.hash_contents == hash_contents
-            and previous.checkpoint == identity
-        )
-        if up_to_date:
-            index = load_index(index_dir)
-        else:
-            _write_generation(index_dir, vectors, rows, info)
-            index = ImageIndex(index_dir, Path(info["images_dir"]), vectors, rows, identity, hash_contents, skipped,
-                               load_index_info(index_dir))
+        info = _index_info(images_dir, rows, identity, hash_contents, skipped)
+        up_to_date = _is_up_to_date(previous, rows, info)
+        index = load_index(index_dir) if up_to_date else _write_new_generation(index_dir, vectors, rows, info)
     return IndexReport(
-        index=index, added=added, changed=changed, removed=removed, unchanged=unchanged,
-        encoded=[row.path for row, _ in to_encode], skipped=skipped, rebuilt=rebuild, written=not up_to_date,
+        index=index,
+        added=[path for path in plan.added if path not in failed],
+        changed=[path for path in plan.changed if path not in failed],
+        removed=plan.removed, unchanged=len(plan.keep_old),
+        encoded=[row.path for row, _ in plan.to_encode], skipped=skipped, rebuilt=rebuild, written=not up_to_date,
     )
 
 
