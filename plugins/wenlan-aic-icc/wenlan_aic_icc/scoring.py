@@ -63,10 +63,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from wenlan_cli.data.fields import json_type_name
-from wenlan_cli.data.paths import quote_value
-from wenlan_cli.cores import usable_cores
-from wenlan_cli.errors import DataError, UsageError
+from wenlan_cli.plugin_api import DataError, json_type_name, quote_value, usable_cores, UsageError
 
 from wenlan_aic_icc import _tasks
 from wenlan_aic_icc._java import (
@@ -432,6 +429,96 @@ class _Thread(threading.Thread):
         return self._value
 
 
+def _segmentation_warnings(refs: Mapping[str, list[str]], order: list[str], segmented: bool, ref_name: str) -> list[str]:
+    """A warning when references taken as segmented look like raw text: the official
+    tool would score them near zero, and the figure would look like a model failure."""
+    if not segmented:
+        return []
+    unsegmented = [k for k in order if any(len(c.strip()) > 6 and " " not in c.strip() for c in refs[k])]
+    if len(unsegmented) * 2 > len(order):
+        return [
+            f"{ref_name}: most reference captions contain no spaces, yet they are taken as already "
+            "segmented (as the official tool took its COCO-style reference file); scores will be near "
+            "zero if they are raw text."
+        ]
+    return []
+
+
+def _tokenized(
+    pool: Executor,
+    java: str,
+    order: list[str],
+    hyp_texts: list[str],
+    ref_lists: list[list[str]],
+    n_workers: int,
+    segmented: bool,
+    seconds: dict[str, float],
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """jieba then PTB on both sides, as the metrics expect them: (gts, res) by image.
+
+    PTB starts on each side as soon as that side is segmented (two JVMs, as
+    pycocoevalcap runs two); the times go into `seconds` ("segment", "tokenize").
+    """
+    t0 = time.perf_counter()
+    flat_refs = [c for r in ref_lists for c in r]
+    hyp_jobs = _Segmenting(pool, hyp_texts, n_workers)
+    ref_jobs = None if segmented else _Segmenting(pool, flat_refs, n_workers)
+    hyp_seg = hyp_jobs.result()
+    ptb_hyp = _Thread(lambda: ptb_tokenize(java, hyp_seg), "ptb-predictions")
+    ref_seg = flat_refs if ref_jobs is None else ref_jobs.result()
+    seconds["segment"] = time.perf_counter() - t0
+    ptb_ref = _Thread(lambda: ptb_tokenize(java, ref_seg), "ptb-references")
+    hyp_tok, ref_tok = ptb_hyp.result(), ptb_ref.result()
+    seconds["tokenize"] = time.perf_counter() - t0 - seconds["segment"]
+
+    res: dict[str, list[str]] = {k: [h] for k, h in zip(order, hyp_tok)}
+    gts: dict[str, list[str]] = {}
+    pos = 0
+    for k, r in zip(order, ref_lists):
+        gts[k] = ref_tok[pos : pos + len(r)]
+        pos += len(r)
+    return gts, res
+
+
+def _run_metrics(
+    pool: Executor,
+    meteor_proc: MeteorProcess | None,
+    gts: dict[str, list[str]],
+    res: dict[str, list[str]],
+    sacre_inputs: tuple[list[str], list[list[str]], bool] | None,
+    seconds: dict[str, float],
+    warn: list[str],
+) -> tuple[dict[str, float], dict | None]:
+    """Every metric at once: METEOR in its JVM fed by a thread, the others in the pool.
+
+    Submitted longest first, so that with two workers CIDEr gets one and the rest
+    share the other. `sacre_inputs` (raw predictions, raw references, segmented) or
+    None to leave sacreBLEU out. Returns the metrics by name and the sacreBLEU figure.
+    """
+    meteor_run = None if meteor_proc is None else _Thread(lambda: _timed_meteor(meteor_proc, gts, res), "meteor")
+    cider_f = pool.submit(_tasks.cider, gts, res)
+    sacre_f = _submit_sacre(pool, *sacre_inputs) if sacre_inputs is not None else None
+    bleu_f = pool.submit(_tasks.bleu, gts, res)
+    rouge_f = pool.submit(_tasks.rouge, gts, res)
+
+    metrics: dict[str, float] = {}
+    if meteor_run is not None:
+        try:
+            metrics["METEOR"], seconds["METEOR"] = meteor_run.result()
+        except MeteorFailed as exc:
+            warn.append(f"METEOR skipped: {exc}")
+    bleus, seconds["Bleu"] = bleu_f.result()
+    metrics["ROUGE_L"], seconds["ROUGE_L"] = rouge_f.result()
+    metrics["CIDEr"], seconds["CIDEr"] = cider_f.result()
+    sacre = None
+    if sacre_f is not None:
+        sacre_score, signature, seconds["sacreBLEU"] = sacre_f.result()
+        sacre = {"score": sacre_score, "signature": signature}
+    for i, value in enumerate(bleus, 1):
+        metrics[f"Bleu_{i}"] = value
+    return metrics, sacre
+
+
 def _score(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
@@ -451,66 +538,19 @@ def _score(
     refs = _usable_references(references, references_segmented, ref_name)
     java = require_java()
     order = list(refs)  # images in reference order
-    warn: list[str] = []
-    if references_segmented:
-        unsegmented = [k for k in order if any(len(c.strip()) > 6 and " " not in c.strip() for c in refs[k])]
-        if len(unsegmented) * 2 > len(order):
-            warn.append(
-                f"{ref_name}: most reference captions contain no spaces, yet they are taken as already "
-                "segmented (as the official tool took its COCO-style reference file); scores will be near "
-                "zero if they are raw text."
-            )
+    warn = _segmentation_warnings(refs, order, references_segmented, ref_name)
     seconds: dict[str, float] = {}
+    hyp_texts = [predictions[k] for k in order]
+    ref_lists = [refs[k] for k in order]
 
     meteor_proc = MeteorProcess(java) if meteor else None  # its JVM loads while we segment
     pool: Executor | None = None
     finished = False
     try:
         pool = _pool(n_workers)
-        t0 = time.perf_counter()
-        hyp_texts = [predictions[k] for k in order]
-        counts = [len(refs[k]) for k in order]
-        flat_refs = [c for k in order for c in refs[k]]
-        hyp_jobs = _Segmenting(pool, hyp_texts, n_workers)
-        ref_jobs = None if references_segmented else _Segmenting(pool, flat_refs, n_workers)
-
-        # PTB on each side as soon as that side is segmented (two JVMs, as pycocoevalcap runs two).
-        hyp_seg = hyp_jobs.result()
-        ptb_hyp = _Thread(lambda: ptb_tokenize(java, hyp_seg), "ptb-predictions")
-        ref_seg = flat_refs if ref_jobs is None else ref_jobs.result()
-        seconds["segment"] = time.perf_counter() - t0
-        ptb_ref = _Thread(lambda: ptb_tokenize(java, ref_seg), "ptb-references")
-        hyp_tok, ref_tok = ptb_hyp.result(), ptb_ref.result()
-        seconds["tokenize"] = time.perf_counter() - t0 - seconds["segment"]
-
-        res: dict[str, list[str]] = {k: [h] for k, h in zip(order, hyp_tok)}
-        gts: dict[str, list[str]] = {}
-        pos = 0
-        for k, n in zip(order, counts):
-            gts[k] = ref_tok[pos : pos + n]
-            pos += n
-
-        # METEOR works in its JVM; a thread feeds it while the other metrics run.
-        meteor_run = None if meteor_proc is None else _Thread(lambda: _timed_meteor(meteor_proc, gts, res), "meteor")
-        # Longest first, so that with two workers Cider gets one and the rest share the other.
-        cider_f = pool.submit(_tasks.cider, gts, res)
-        sacre_f = _submit_sacre(pool, hyp_texts, [refs[k] for k in order], references_segmented) if sacrebleu else None
-        bleu_f = pool.submit(_tasks.bleu, gts, res)
-        rouge_f = pool.submit(_tasks.rouge, gts, res)
-
-        metrics: dict[str, float] = {}
-        if meteor_run is not None:
-            try:
-                metrics["METEOR"], seconds["METEOR"] = meteor_run.result()
-            except MeteorFailed as exc:
-                warn.append(f"METEOR skipped: {exc}")
-        bleus, seconds["Bleu"] = bleu_f.result()
-        metrics["ROUGE_L"], seconds["ROUGE_L"] = rouge_f.result()
-        metrics["CIDEr"], seconds["CIDEr"] = cider_f.result()
-        sacre = None
-        if sacre_f is not None:
-            sacre_score, signature, seconds["sacreBLEU"] = sacre_f.result()
-            sacre = {"score": sacre_score, "signature": signature}
+        gts, res = _tokenized(pool, java, order, hyp_texts, ref_lists, n_workers, references_segmented, seconds)
+        sacre_inputs = (hyp_texts, ref_lists, references_segmented) if sacrebleu else None
+        metrics, sacre = _run_metrics(pool, meteor_proc, gts, res, sacre_inputs, seconds, warn)
         finished = True
     except BrokenProcessPool:
         raise ScoringError(
@@ -523,8 +563,6 @@ def _score(
         if pool is not None:
             _close_pool(pool, finished)
 
-    for i, value in enumerate(bleus, 1):
-        metrics[f"Bleu_{i}"] = value
     ordered = {m: metrics[m] for m in METRICS if m in metrics}
     for message in warn:
         warnings.warn(message, ScoringWarning, stacklevel=3)
@@ -533,7 +571,7 @@ def _score(
         "metrics": ordered,
         "sacrebleu": sacre,
         "images": len(order),
-        "references": len(flat_refs),
+        "references": sum(len(r) for r in ref_lists),
         "warnings": warn,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
