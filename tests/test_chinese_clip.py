@@ -165,8 +165,8 @@ IMG = "iVBORw0KGgo="  # any non-empty base64: the index does not decode
 @pytest.mark.parametrize(
     "images, texts, expected",
     [
-        ({"1": IMG}, ["{not json"], "valid_texts.jsonl line 1: not valid JSON"),
-        ({"1": IMG}, ['{"text_id": 1, "text": "a", "image_ids": [1]}', "[1, 2]"], "valid_texts.jsonl line 2: expected a JSON object"),
+        ({"1": IMG}, ["{not json"], "valid_texts.jsonl line 1 is not valid JSON"),
+        ({"1": IMG}, ['{"text_id": 1, "text": "a", "image_ids": [1]}', "[1, 2]"], "valid_texts.jsonl line 2 holds a list; expected a JSON object"),
         ({"1": IMG}, [{"text_id": 1, "image_ids": [1]}], "line 1: field 'text' is missing"),
         ({"1": IMG}, [{"text_id": 1.5, "text": "a", "image_ids": [1]}], "line 1: field 'text_id' must be an integer"),
         ({"1": IMG}, [{"text_id": 1, "text": "  ", "image_ids": [1]}], "line 1 (text_id 1): field 'text' is empty"),
@@ -196,7 +196,7 @@ def test_a_line_without_a_tab_and_non_utf8_texts(tmp_path):
     assert "valid_imgs.tsv line 2: expected 'image_id<TAB>base64', but the line has no tab" in data_error(
         read_split, "coco-cn", tmp_path, "valid")
     (tmp_path / "valid_texts.jsonl").write_bytes(b'{"text_id": 1, "text": "a", "image_ids": [1]}\n{"text": "\xff"}\n')
-    assert "valid_texts.jsonl line 2: the text is not UTF-8" in data_error(read_split, "coco-cn", tmp_path, "valid")
+    assert "valid_texts.jsonl line 2 is not valid UTF-8" in data_error(read_split, "coco-cn", tmp_path, "valid")
 
 
 def test_muge_test_split_has_no_public_gold(tmp_path):

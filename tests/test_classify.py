@@ -66,7 +66,7 @@ def test_read_labels_ignores_blanks_and_refuses_duplicates(labels_file, tmp_path
     with pytest.raises(DataError, match="does not exist"):
         read_labels(tmp_path / "missing.txt")
     (tmp_path / "gbk.txt").write_bytes("红色\n".encode("gbk"))
-    with pytest.raises(DataError, match="not UTF-8"):
+    with pytest.raises(DataError, match="gbk.txt line 1 is not valid UTF-8"):
         read_labels(tmp_path / "gbk.txt")
 
 

@@ -149,11 +149,11 @@ def test_aic_malformed_json_names_file_line_and_column(tmp_path):
 @pytest.mark.parametrize("raw, expected", [
     ('{"image_id": "a.jpg"}', "holds an object at the top level; expected a JSON list of objects"),
     ('"a string"', "holds a string at the top level"),
-    ("", "the file is empty"),
-    ("  \n ", "the file is empty"),
+    ("", "is empty; expected a JSON list of objects"),
+    ("  \n ", "is empty; expected a JSON list of objects"),
     ("[]", "holds an empty list"),
-    ('[{"image_id": "a.jpg", "caption": ["x"]}, 3]', "entry 1: the entry is a number; expected a JSON object"),
-    ('[[1, 2]]', "entry 0: the entry is a list"),
+    ('[{"image_id": "a.jpg", "caption": ["x"]}, 3]', "entry 1 holds a number; expected a JSON object"),
+    ('[[1, 2]]', "entry 0 holds a list"),
 ])
 def test_aic_wrong_top_level_shapes(tmp_path, raw, expected):
     message = aic_error(tmp_path, raw=raw)
@@ -285,7 +285,7 @@ def test_brivl_jsonl_reads_sentences_and_boxes_in_order(tmp_path):
 
 @pytest.mark.parametrize("bad, expected", [
     ('{"image_id": "c.jpg", "sentences": [["c", "x"]]', "line 4 is not valid JSON"),
-    ('["c.jpg"]', "line 4: the line is a list; expected a JSON object"),
+    ('["c.jpg"]', "line 4 holds a list; expected a JSON object"),
     ({"sentences": [["c", "x"]]}, "line 4: field 'image_id' is missing or null"),
     ({"image_id": "c.jpg"}, "line 4 (image_id 'c.jpg'): field 'sentences' is missing or null"),
     ({"image_id": "c.jpg", "sentences": []}, "line 4 (image_id 'c.jpg'): field 'sentences' is an empty list"),
@@ -395,7 +395,7 @@ def test_csv_caption_column_and_custom_columns(tmp_path):
     ("image,desc\na.jpg,x\n", "the header has no text column 'text' or 'caption' (columns: 'image', 'desc')"),
     ("file,text\na.jpg,x\n", "the header has no image column 'image'"),
     ("image,text\n", "has a header but no rows"),
-    ("", "the file is empty"),
+    ("", "is empty; expected a header row"),
     ("image,text\na.jpg,x\nb.jpg,y,z\n", "train.csv line 3: the record has 3 fields but the header has 2"),
     ('image,text\na.jpg,"多行\n说明"\nb.jpg,  \n', "train.csv line 4 (image 'b.jpg'): the text column 'text' is empty"),
     ("image,text\na.jpg,x\n,y\n", "train.csv line 3: the image column 'image' is empty"),
@@ -410,7 +410,7 @@ def test_csv_errors_name_file_and_line(tmp_path, body, expected):
 
 def test_csv_non_utf8(tmp_path):
     (tmp_path / "train.csv").write_bytes("image,text\na.jpg,一只狗\n".encode("gbk"))
-    with pytest.raises(DataError, match="train.csv: line 2 is not valid UTF-8"):
+    with pytest.raises(DataError, match="train.csv line 2 is not valid UTF-8"):
         read_split("csv", tmp_path, "train")
 
 

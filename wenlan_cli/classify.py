@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data.textfile import read_utf8_text
+from .data.files import read_text
 from .errors import DataError, UsageError
 
 __all__ = [
@@ -56,7 +56,7 @@ def read_labels(path: str | Path) -> list[str]:
     """Labels of a UTF-8 file, one per line, stripped; blank lines are ignored and a
     repeated label is an error naming both lines."""
     path = Path(path)
-    text = read_utf8_text(path, "the labels file ")
+    text = read_text(path, "the labels file ")
     labels: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):

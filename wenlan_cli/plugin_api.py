@@ -40,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "collect_image_paths": ("wenlan_cli.data.imagefiles", "collect_image_paths"),
     "json_type_name": ("wenlan_cli.data.fields", "json_type_name"),
     "quote_value": ("wenlan_cli.data.paths", "quote_value"),
+    "read_json": ("wenlan_cli.data.files", "read_json"),
     "CaptionTokens": ("wenlan_cli.data.pipeline", "CaptionTokens"),
     "ImageSettings": ("wenlan_cli.data.pipeline", "ImageSettings"),
     "ImageCollator": ("wenlan_cli.data.pipeline", "ImageCollator"),

@@ -42,7 +42,7 @@ def encode(
     from ..data.records import ImageTextRecord
     from ..backends import check_backend, check_onnx_options, open_backend
     from ..data.imagefiles import collect_image_paths
-    from ..data.textfile import read_text_lines
+    from ..data.files import read_text_lines
     from ..errors import UsageError
     from .options import check_file_output, check_inference_options
 

@@ -1,6 +1,6 @@
-"""Read annotation files with the `datasets` library, quietly and without caches.
+"""Read JSON annotation files with the `datasets` library, quietly and without caches.
 
-Every reader parses its file through `datasets` (the project rule), but a
+The JSON readers parse their file through `datasets` (into Arrow columns), but a
 reader of a 1 MB annotation file should neither take seconds nor leave cache
 folders behind, least of all in the user's data folder. So this module:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from wenlan_cli.data.memory import release_freed_memory
 
-__all__ = ["Columns", "DatasetsReadError", "read_csv_columns", "read_json_columns", "read_json_table"]
+__all__ = ["Columns", "DatasetsReadError", "columns_of_table", "read_json_table"]
 
 # Rows per Arrow batch pulled from the streaming dataset.
 _BATCH_ROWS = 65536
@@ -129,35 +129,8 @@ def _private_copy_name(path: Path, suffix: str) -> Iterator[tuple[str, str]]:
         yield link, os.path.join(tmp, "cache")
 
 
-def _collect(dataset, want: list[str] | None) -> Columns:
-    out = Columns()
-    for table in dataset.with_format("arrow").iter(batch_size=_BATCH_ROWS):
-        present = table.column_names
-        for name in present:
-            if name not in out.names:
-                out.names.append(name)
-            if (want is None or name in want) and name not in out.data:
-                out.data[name] = [None] * out.num_rows
-        for name, values in out.data.items():
-            if name in present:
-                values.extend(table.column(name).to_pylist())
-            else:
-                values.extend([None] * table.num_rows)
-        out.num_rows += table.num_rows
-    return out
-
-
-def read_json_columns(path: Path, want: list[str] | None = None) -> Columns:
-    """Parse a JSON list-of-objects or JSON Lines file with `datasets`.
-
-    `want` limits which columns are turned into Python lists (all when None);
-    `names` always lists every column found. Raises DatasetsReadError.
-    """
-    return columns_of_table(read_json_table(path), want)
-
-
 def columns_of_table(table, want: list[str] | None = None) -> Columns:
-    """`read_json_columns`' Python lists from `read_json_table`'s Arrow table."""
+    """The columns of `read_json_table`'s Arrow table as Python lists (`want`: which ones, all when None)."""
     out = Columns(num_rows=table.num_rows, names=list(table.column_names))
     for name in out.names:
         if want is None or name in want:
@@ -199,29 +172,3 @@ def read_json_table(path: Path):
             raise DatasetsReadError(_short(exc)) from exc
     release_freed_memory()  # datasets parsed a JSON list through a Python object per entry
     return table
-
-
-def read_csv_columns(path: Path, columns: list[str]) -> Columns:
-    """Parse `columns` of a CSV file with `datasets`, every cell as a string.
-
-    No NA conversion ("NA", "null" and "" stay strings) and no type inference
-    ("001.jpg" and "1e5" stay as written). Raises DatasetsReadError.
-    """
-    with _quiet_datasets() as datasets, _private_copy_name(path, ".csv") as (name, cache):
-        features = datasets.Features({c: datasets.Value("string") for c in columns})
-        try:
-            dataset = datasets.load_dataset(
-                "csv",
-                data_files=name,
-                split="train",
-                streaming=True,
-                cache_dir=cache,
-                features=features,
-                usecols=list(columns),
-                na_filter=False,
-                keep_default_na=False,
-                encoding="utf-8",
-            )
-            return _collect(dataset, list(columns))
-        except Exception as exc:
-            raise DatasetsReadError(_short(exc)) from exc

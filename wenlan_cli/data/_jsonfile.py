@@ -11,13 +11,13 @@ produces the DataError message.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from wenlan_cli.data._hf import DatasetsReadError, columns_of_table, read_json_table
 from wenlan_cli.data.fields import json_type_name
+from wenlan_cli.data.files import BOM, not_an_object, parse_json, read_json_lines, read_text
 from wenlan_cli.data.paths import quote_value
 from wenlan_cli.errors import DataError
 
@@ -29,7 +29,6 @@ Check = Callable[[str, Mapping], object]
 
 T = TypeVar("T")
 
-_BOM = b"\xef\xbb\xbf"
 _BLANK = b" \t\r\n"
 # The column datasets puts the items of a JSON list in when they are not objects.
 _WRAPPED = "text"
@@ -39,8 +38,8 @@ def _head(path: Path) -> bytes:
     """The start of the file without a BOM and leading whitespace (up to 1 MiB read)."""
     with open(path, "rb") as handle:
         head = handle.read(1 << 20)
-    if head.startswith(_BOM):
-        head = head[len(_BOM) :]
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
     return head.lstrip(_BLANK)
 
 
@@ -78,9 +77,9 @@ def load_json_table(path: Path, layout: Layout, check: Check):
     try:
         head = _head(path)
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
     if not head:
-        raise DataError(f"{path}: the file is empty; expected {_what(layout)}.")
+        raise DataError(f"{path} is empty; expected {_what(layout)}.")
     if not _shape_ok(head, layout):
         _diagnose(path, layout, check, detail=None)
     try:
@@ -158,60 +157,22 @@ def parse_unique_rows(rows: list[dict], names: RowNames, parse: Callable[[str, M
     return records
 
 
-def _decode(path: Path, data: bytes) -> str:
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte {exc.start} of the file).") from None
-
-
-def _loads(text: str, where: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).") from None
-    except RecursionError:
-        raise DataError(f"{where} is nested too deeply to be read.") from None
-    except ValueError as exc:  # e.g. an integer with more than 4300 digits
-        raise DataError(f"{where} is not valid JSON ({' '.join(str(exc).split())[:120]}).") from None
-
-
-def _entries(path: Path, layout: Layout) -> Iterable[tuple[str, object]]:
+def _entries(path: Path, layout: Layout) -> list[tuple[str, object]]:
     """(where, parsed value) for every entry, raising DataError on syntax errors."""
-    data = path.read_bytes()
     if layout == "array":
-        value = _loads(_decode(path, data), str(path))
+        value = parse_json(read_text(path), str(path))
         if not isinstance(value, list):
-            raise DataError(f"{path}: holds {json_type_name(value)} at the top level; expected {_what(layout)}.")
+            raise DataError(f"{path} holds {json_type_name(value)} at the top level; expected {_what(layout)}.")
         return [(f"{path} entry {i}", entry) for i, entry in enumerate(value)]
-    out = []
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip(_BLANK):
-            continue
-        where = f"{path} line {number}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{where} is not valid UTF-8 (byte {exc.start} of the line).") from None
-        out.append((where, _loads(text, where)))
-    return out
+    return [(f"{path} line {number}", value) for number, value in read_json_lines(path, objects=False)]
 
 
 def _diagnose(path: Path, layout: Layout, check: Check, detail: str | None) -> None:
     """Find why `path` cannot be read and raise a DataError that says so."""
-    try:
-        entries = _entries(path, layout)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    entries = _entries(path, layout)
     for where, entry in entries:
         if not isinstance(entry, dict):
-            noun = "entry" if layout == "array" else "line"
-            raise DataError(f"{where}: the {noun} is {json_type_name(entry)}; expected a JSON object.")
+            raise not_an_object(where, entry)
         check(where, entry)
     if not entries:
         empty = "holds an empty list" if layout == "array" else "holds no JSON lines"

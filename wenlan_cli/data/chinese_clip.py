@@ -39,17 +39,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from wenlan_cli.data.fields import clean_text, json_type_name
+from wenlan_cli.data.files import read_json_lines
 from wenlan_cli.data.images import MAX_IMAGE_PIXELS, decode_image_bytes
 from wenlan_cli.data.paths import quote_value
 from wenlan_cli.data.records import ImageTextRecord
-from wenlan_cli.data.textfile import read_utf8_text
 from wenlan_cli.errors import DataError, UsageError
 
 __all__ = [
@@ -250,19 +249,10 @@ def read_texts_jsonl(path: Path | str) -> list[BenchmarkText]:
     ``image_ids`` list count once.
     """
     path = Path(path)
-    content = read_utf8_text(path)
     texts: list[BenchmarkText] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(content.split("\n"), 1):
-        if not line.strip():
-            continue
+    for number, obj in read_json_lines(path):
         where = f"{path} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object with text_id, text and image_ids, got {json_type_name(obj)}.")
         for name in ("text_id", "text", "image_ids"):
             if name not in obj or obj[name] is None:
                 raise DataError(f"{where}: field {name!r} is missing or null.")

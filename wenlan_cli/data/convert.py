@@ -32,7 +32,7 @@ def folder_records(folder: Path) -> list[ImageTextRecord]:
     """An image folder as records: every image (recursively, sorted), its captions the
     non-blank lines of a ``.txt`` of the same name beside it, when there is one."""
     from .imagefiles import collect_image_paths
-    from .textfile import read_text_lines
+    from .files import read_text_lines
 
     records = []
     for path in collect_image_paths([folder]):

@@ -16,14 +16,12 @@ are in first-seen order; records are in order of each image's first row.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
-from wenlan_cli.data._hf import DatasetsReadError, read_csv_columns
 from wenlan_cli.data._jsonfile import load_json_rows
-from wenlan_cli.data.fields import MAX_CAPTION_CHARS, clean_text, json_type_name, parse_boxes, parse_captions
+from wenlan_cli.data.fields import clean_text, json_type_name, parse_boxes, parse_captions
+from wenlan_cli.data.files import read_csv_rows
 from wenlan_cli.data.paths import InsideResolver, check_image_files, quote_value, split_file
 from wenlan_cli.data.records import ImageTextRecord
 from wenlan_cli.errors import DataError, UsageError
@@ -172,44 +170,23 @@ def _jsonl_row(resolver: InsideResolver, where: str, row: Mapping, image_column:
 
 # --------------------------------------------------------------------------- csv
 
-def _csv_records(path: Path, strict: bool = False) -> list[tuple[int, list[str]]]:
-    """(starting line, cells) of every non-empty CSV record, read by the csv module.
-
-    Used for the header, the field counts and error locations; `strict` also
-    refuses what pandas refuses and the lenient csv module lets through (a
-    quote left open at the end of the file). Raises DataError.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte {exc.start} of the file).") from None
-    physical = io.StringIO(text, newline="").readlines()  # the lines as the csv module counts them
-    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
-    out: list[tuple[int, list[str]]] = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return out
-        except csv.Error as exc:
-            if "field limit" in str(exc):  # the one rule for captions (fields.MAX_CAPTION_CHARS) says more
-                raise DataError(
-                    f"{path}: line {reader.line_num} has a field longer than {csv.field_size_limit():,} characters; "
-                    f"a caption may have at most {MAX_CAPTION_CHARS:,}."
-                ) from None
-            raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc}).") from None
-        # pandas (under datasets) skips empty and whitespace-only lines; skip the same
-        blank = not cells or (reader.line_num == start and not physical[start - 1].strip())
-        if not blank:
-            out.append((start, cells))
+def _csv_text_column(path: Path, header: list[str], image_column: str, text_column: str | None) -> str:
+    """The text column, once the header is checked to name it and the image column once each."""
+    column = text_column or next((c for c in DEFAULT_TEXT_COLUMNS if c in header and c != image_column), None)
+    for role, name in (("image", image_column), ("text", column)):
+        if name is None:
+            raise DataError(
+                f"{path}: the header has no text column {' or '.join(repr(c) for c in DEFAULT_TEXT_COLUMNS)} "
+                f"(columns: {', '.join(map(repr, header))})."
+            )
+        if name not in header:
+            raise DataError(
+                f"{path}: the header has no {role} column {name!r} (columns: {', '.join(map(repr, header))})."
+            )
+        if header.count(name) > 1:
+            raise DataError(f"{path}: the header names the column {name!r} {header.count(name)} times.")
+    assert column is not None
+    return column
 
 
 def read_csv(
@@ -227,25 +204,12 @@ def read_csv(
     _check_columns(image_column, text_column)
     root = Path(data_dir)
     path = split_file(root, split, ".csv", "csv")
-    records = _csv_records(path)
+    records = read_csv_rows(path)  # the file's one parse
     if not records:
-        raise DataError(f"{path}: the file is empty; expected a header row naming the columns.")
+        raise DataError(f"{path} is empty; expected a header row naming the columns.")
     header_line, header = records[0]
     body = records[1:]
-    column = text_column or next((c for c in DEFAULT_TEXT_COLUMNS if c in header and c != image_column), None)
-    for role, name in (("image", image_column), ("text", column)):
-        if name is None:
-            raise DataError(
-                f"{path}: the header has no text column {' or '.join(repr(c) for c in DEFAULT_TEXT_COLUMNS)} "
-                f"(columns: {', '.join(map(repr, header))})."
-            )
-        if name not in header:
-            raise DataError(
-                f"{path}: the header has no {role} column {name!r} (columns: {', '.join(map(repr, header))})."
-            )
-        if header.count(name) > 1:
-            raise DataError(f"{path}: the header names the column {name!r} {header.count(name)} times.")
-    assert column is not None
+    column = _csv_text_column(path, header, image_column, text_column)
     width = len(header)
     for line, cells in body:
         if len(cells) != width:
@@ -254,25 +218,12 @@ def read_csv(
     if not body:
         raise DataError(f"{path}: the file has a header but no rows.")
 
-    try:
-        table = read_csv_columns(path, [image_column, column])
-    except DatasetsReadError as exc:
-        _csv_records(path, strict=True)  # names the line when the csv module can find it
-        raise DataError(f"{path}: the datasets library could not read it ({exc.detail}).") from None
-    lines = [line for line, _ in body]
-
-    def where(i: int) -> str:
-        if table.num_rows == len(lines):
-            return f"{path} line {lines[i]}"
-        return f"{path} data row {i + 1}"
-
+    at_image, at_text = header.index(image_column), header.index(column)
     resolver = InsideResolver(root)
     grouper = _Grouper()
-    for i, (image, text) in enumerate(zip(table.column(image_column), table.column(column))):
-        label = where(i)
+    for i, (line, cells) in enumerate(body):
+        label, image, text = f"{path} line {line}", cells[at_image], cells[at_text]
         image_path = _image_path(resolver, label, image, image_column)
-        if text is None:
-            raise DataError(f"{label} (image {quote_value(image)}): the text column {column!r} is missing.")
         caption = clean_text(text, label, f"the text column {column!r}")
         if not caption:
             raise DataError(f"{label} (image {quote_value(image)}): the text column {column!r} is empty or whitespace.")
@@ -280,5 +231,5 @@ def read_csv(
     if not grouper.records:
         raise DataError(f"{path}: the file has a header but no rows.")
     if check_images:
-        check_image_files(grouper.records, lambda k: where(grouper.first_row[k]))
+        check_image_files(grouper.records, lambda k: f"{path} line {body[grouper.first_row[k]][0]}")
     return grouper.records
