@@ -122,14 +122,9 @@ def _describe(live: LiveIndex, batcher: MicroBatcher) -> dict:
     }
 
 
-def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAPI:
-    """The application; loads the index and its model now (raises WenlanError when it cannot)."""
-    live = live or LiveIndex(settings.index, checkpoint=settings.checkpoint, device=settings.device)
-    batcher = MicroBatcher(run_batch, max_batch=settings.batch_size, max_wait=settings.batch_wait,
-                           max_pending=settings.max_pending)
-    thumbnails = ThumbnailCache(size=settings.thumbnail_size, max_pixels=settings.max_image_pixels)
-    page = _static_file("page.html")
-    static = {name: _static_file(name) for name in _STATIC}
+def _lifespan(settings: ServeSettings, live: LiveIndex, batcher: MicroBatcher):
+    """The app's lifespan: a task that reloads the index when `wenlan index` commits a new
+    generation (unless `reload_interval` is 0), and the batcher drained at shutdown."""
 
     async def watch() -> None:
         while True:
@@ -149,11 +144,11 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
                     await watcher
             await batcher.aclose()
 
-    app = FastAPI(title="wenlan serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.add_middleware(SecurityHeaders)
-    app.state.live = live
-    app.state.batcher = batcher
-    app.state.settings = settings
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as JSON `{"error": one sentence}`, never the framework's own shapes."""
 
     @app.exception_handler(Refusal)
     async def refused(_request: Request, exc: Refusal) -> JSONResponse:
@@ -178,8 +173,11 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
         return JSONResponse({"error": f"the server is busy ({exc}); try again shortly."}, status_code=503,
                             headers={"Retry-After": "1"})
 
-    def authorize(request: Request) -> None:
-        check_token(request.headers.get("authorization"), settings.token)
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The search page and its static files, read once and served from memory."""
+    page = _static_file("page.html")
+    static = {name: _static_file(name) for name in _STATIC}
 
     @app.get("/", include_in_schema=False)
     async def index_page() -> HTMLResponse:
@@ -191,17 +189,22 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
             raise Refusal(404, f"there is no static file {name[:40]!r}.")
         return Response(static[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
 
+
+def _add_search_routes(app: FastAPI, settings: ServeSettings, live: LiveIndex, batcher: MicroBatcher) -> None:
+    """Health and the two searches; each query is answered on the snapshot of the index
+    current when it arrived, so a reload mid-request never mixes two generations."""
+
     @app.get("/healthz")
     async def healthz(request: Request) -> dict:
         try:
-            authorize(request)
+            check_token(request.headers.get("authorization"), settings.token)
         except Refusal:
             return {"status": "ok"}  # alive, but the index's details are for token holders
         return _describe(live, batcher)
 
     @app.get("/search")
     async def search_text(request: Request) -> dict:
-        authorize(request)
+        check_token(request.headers.get("authorization"), settings.token)
         params = request.query_params
         text = _parse_query(params.get("q"), settings)
         k = _parse_k(params.get("k"), settings)
@@ -211,7 +214,7 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
 
     @app.post("/search/image")
     async def search_image(request: Request) -> dict:
-        authorize(request)
+        check_token(request.headers.get("authorization"), settings.token)
         k = _parse_k(request.query_params.get("k"), settings)
         data = await read_upload(request, settings.max_upload_bytes)
         snapshot = live.current
@@ -222,9 +225,15 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
         ranked = await batcher.submit(ImageJob(pixels, boxes, k, snapshot))
         return _answer("(uploaded image)", "image", k, snapshot, ranked)
 
+
+def _add_thumbnail_route(app: FastAPI, settings: ServeSettings, live: LiveIndex) -> None:
+    """Thumbnails by stable id only: a path from the client never reaches the file system,
+    and a manifest path that resolves outside the images folder is refused."""
+    thumbnails = ThumbnailCache(size=settings.thumbnail_size, max_pixels=settings.max_image_pixels)
+
     @app.get("/images/{image_id}")
     async def thumbnail(image_id: str, request: Request) -> Response:
-        authorize(request)
+        check_token(request.headers.get("authorization"), settings.token)
         snapshot = live.current
         row = snapshot.by_id.get(image_id) if _ID.match(image_id) else None
         if row is None:
@@ -239,4 +248,20 @@ def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAP
             raise Refusal(404, f"the image {relative!r} cannot be read.") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
+
+def create_app(settings: ServeSettings, live: LiveIndex | None = None) -> FastAPI:
+    """The application; loads the index and its model now (raises WenlanError when it cannot)."""
+    live = live or LiveIndex(settings.index, checkpoint=settings.checkpoint, device=settings.device)
+    batcher = MicroBatcher(run_batch, max_batch=settings.batch_size, max_wait=settings.batch_wait,
+                           max_pending=settings.max_pending)
+    app = FastAPI(title="wenlan serve", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=_lifespan(settings, live, batcher))
+    app.add_middleware(SecurityHeaders)
+    app.state.live = live
+    app.state.batcher = batcher
+    app.state.settings = settings
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_search_routes(app, settings, live, batcher)
+    _add_thumbnail_route(app, settings, live)
     return app
