@@ -9,6 +9,7 @@ import pytest
 
 from wenlan_cli.cli import main
 from wenlan_cli.data.check import check_dataset
+from wenlan_cli.models.tokenizer import char_tokenizer
 from wenlan_cli.data.convert import convert_dataset
 
 TRAIN = "ai_challenger_caption_train_20170902/caption_train_annotations_20170902.json"
@@ -44,7 +45,7 @@ def damaged(synth_dir, tmp_path_factory):
 
 def test_every_planted_problem_is_found_and_counted(damaged):
     root, train, val = damaged
-    report = check_dataset("aic-icc", root, max_length=80)
+    report = check_dataset("aic-icc", root, max_length=80, char_tokenizer=char_tokenizer)
     counts = report["splits"]["train"]["counts"]
     assert counts == {"unreadable_images": 1, "truncated_images": 1, "empty_captions": 0, "long_captions": 1,
                       "duplicate_images": 1, "boxes_outside": 1}
@@ -74,8 +75,8 @@ def test_decode_finds_corrupt_pixels_the_header_misses(damaged):
     data[start : start + 8] = b"\x00" * 8  # corrupt pixel data; header and IEND intact
     try:
         image.write_bytes(bytes(data))
-        fast = check_dataset("aic-icc", root, splits=["train"], max_length=80)
-        full = check_dataset("aic-icc", root, splits=["train"], max_length=80, decode=True)
+        fast = check_dataset("aic-icc", root, splits=["train"], max_length=80, char_tokenizer=char_tokenizer)
+        full = check_dataset("aic-icc", root, splits=["train"], max_length=80, decode=True, char_tokenizer=char_tokenizer)
     finally:
         image.write_bytes(original)
     assert not any(train[7]["image_id"] in item for item in fast["splits"]["train"]["findings"]["unreadable_images"])
@@ -111,7 +112,7 @@ def test_blank_captions_and_images_without_one_are_counted(tmp_path):
             Image.new("RGB", (8, 8), (color, 0, 0)).save(image)
             writer.write({"__key__": key, "png": image.read_bytes(), "json": json.dumps({"id": key, "captions": captions}).encode()})
         writer.close()
-    report = check_dataset("webdataset", str(folder / "train-{000000..000000}.tar"), max_length=80)
+    report = check_dataset("webdataset", str(folder / "train-{000000..000000}.tar"), max_length=80, char_tokenizer=char_tokenizer)
     assert report["splits"]["train"]["findings"]["empty_captions"] == ["a: caption 2 is empty", "b: no caption"]
 
 
@@ -132,7 +133,7 @@ def test_bad_samples_and_truncated_shards_are_findings(tmp_path):
             writer.close()
     data = (folder / "train-000001.tar").read_bytes()
     (folder / "train-000001.tar").write_bytes(data[:3000])  # inside the second sample
-    report = check_dataset("webdataset", str(folder / "train-{000000..000001}.tar"), max_length=80)
+    report = check_dataset("webdataset", str(folder / "train-{000000..000001}.tar"), max_length=80, char_tokenizer=char_tokenizer)
     found = report["splits"]["train"]["findings"]["unreadable_images"]
     assert found[0].startswith(f"shard {folder / 'train-000000.tar'}, sample 0a: the sample has no image")
     assert found[1].startswith(f"shard {folder / 'train-000001.tar'} is truncated")

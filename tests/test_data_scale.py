@@ -136,7 +136,7 @@ def test_vocabulary_counts_equal_the_character_by_character_count(captions):
 
 
 def test_vocabulary_counts_are_the_same_in_chunks(monkeypatch):
-    import wenlan_cli.models.tokenizer as tokenizer_module
+    import wenlan_cli.data.chars as tokenizer_module
 
     captions = ["两个红色的圆形", "Σ大写", "e\u0301", "hello"] * 50
     whole = count_chars_joined("\n".join(captions))

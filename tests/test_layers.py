@@ -184,6 +184,17 @@ def test_models_never_import_inference_or_the_api():
     assert not offending, "models/ may not import encode, loading, backends, api or tasks: " + "; ".join(offending)
 
 
+def test_data_imports_nothing_from_the_models_or_above():
+    """data/ reads records and turns them into tensors; what it needs of a model (a
+    tokenizer to measure captions) its caller passes in (`check_dataset(char_tokenizer=)`)."""
+    offending = [
+        str(imp)
+        for imp in all_imports()
+        if under(imp.module, "wenlan_cli.data") and layer_of(imp.target) not in (None, "base", "data")
+    ]
+    assert not offending, "data/ may import only data/ and the base modules (never models/): " + "; ".join(offending)
+
+
 def test_base_modules_import_only_base_modules():
     offending = [
         str(imp)

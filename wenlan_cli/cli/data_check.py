@@ -31,6 +31,7 @@ def check(
 
     from ..config import check_number
     from ..data.check import CHECK_TITLES, CHECKS, check_dataset
+    from ..models.tokenizer import char_tokenizer
 
     check_number("--max-length", max_length, 2, 100_000, integer=True)
     tokenizer = None
@@ -55,7 +56,7 @@ def check(
             nonlocal task
             task = progress.add_task(f"checking {split}", total=count)
 
-        report = check_dataset(dataset, data_dir, splits=chosen, tokenizer=tokenizer, max_length=limit, decode=decode,
+        report = check_dataset(dataset, data_dir, splits=chosen, tokenizer=tokenizer, char_tokenizer=char_tokenizer, max_length=limit, decode=decode,
                                reader_options=options, on_split=on_split, progress=lambda n: progress.advance(task, n))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))

@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -176,14 +176,17 @@ def total_problems(report: dict) -> int:
 
 
 def check_dataset(
-    dataset: str, data_dir, *, splits: Sequence[str] | None = None, tokenizer=None, max_length: int = 80,
+    dataset: str, data_dir, *, splits: Sequence[str] | None = None, tokenizer=None,
+    char_tokenizer: Callable[[Iterable[str]], object] | None = None, max_length: int = 80,
     decode: bool = False, reader_options: dict | None = None, on_split: Callable[[str, int], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """The full report of `dataset` at `data_dir`: per split, what each check found, and the
     leakage between splits. Without `splits`, whichever of train/val/test loads (the others
-    are listed under "not_read"). Without a tokenizer, the character vocabulary a
-    from-scratch run would build from these captions."""
+    are listed under "not_read"). Captions are measured with `tokenizer` or, without one,
+    with `char_tokenizer(captions)` (`models.tokenizer.char_tokenizer`: the character
+    vocabulary a from-scratch run would build from these captions; passed in, since the
+    data layer does not import the models)."""
     from .sources import STREAM_DATASET, load_records
 
     chosen = list(splits) if splits else ["train", "val", "test"]
@@ -206,9 +209,9 @@ def check_dataset(
     if not loaded:
         raise DataError(next(iter(not_read.values())))
     if tokenizer is None:
-        from ..models.tokenizer import build_char_vocab, tokenizer_from_vocab
-
-        tokenizer = tokenizer_from_vocab(build_char_vocab(c for records in loaded.values() for r in records for c in r.captions))
+        if char_tokenizer is None:
+            raise TypeError("check_dataset needs a tokenizer or a char_tokenizer to measure captions")
+        tokenizer = char_tokenizer(c for records in loaded.values() for r in records for c in r.captions)
     report: dict = {"dataset": dataset, "data_dir": str(data_dir) if data_dir is not None else None, "max_length": max_length,
                     "decoded": decode, "splits": {}, "not_read": not_read}
     hashes = {}

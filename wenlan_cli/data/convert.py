@@ -106,7 +106,7 @@ def _write_shard(path: Path, records: Sequence[ImageTextRecord], first: int, max
     """Write `records` (positions `first`...) as one shard via a temporary file; its stats."""
     import webdataset
 
-    from ..models.tokenizer import count_chars
+    from .chars import count_chars
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     stats = {"name": path.name, "samples": 0, "captions": 0, "skipped": [], "char_counts": Counter()}
