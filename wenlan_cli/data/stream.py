@@ -16,10 +16,11 @@ DataLoader workers or of how the global batch is split among processes:
   epoch and lane) and runs on into the next epoch without a gap: a batch may hold the
   last samples of one epoch and the first of the next, and no sample is dropped or
   repeated at the boundary;
-- DataLoader worker ``w`` of ``W`` reads the process's lanes ``w, w + W, ...`` and
-  yields their chunks step by step; the DataLoader hands results back round-robin
-  from worker 0, which is the order of the lanes, and `StreamBatches` joins a step's
-  chunks into the batch.
+- DataLoader worker ``w`` of ``W`` reads the ``w``-th contiguous ``1/W`` of the process's
+  lanes and yields, step by step, their chunks joined into one part of the batch (decoded
+  and tokenised in one call); the DataLoader hands results back round-robin from worker 0,
+  which is the order of the lanes, and `StreamBatches` joins a step's ``W`` parts into the
+  batch (with no workers, the main process makes the whole batch at once).
 
 So the state after ``n`` steps is ``n`` alone: lane ``l`` has given ``n x chunk(l)``
 samples, i.e. an epoch and a position inside it; a resume replays that lane's epoch to
@@ -222,16 +223,16 @@ class ShardStream(IterableDataset):
             yield [next(samples) for _ in range(size)]
 
     def raw_chunks(self) -> Iterator[list[RawSample]]:
-        """This worker's chunks (or all, in the main process), in the order of the batches."""
+        """This worker's part of each batch (or the whole batch, in the main process): the
+        chunks of its contiguous lanes, joined in lane order."""
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         if self.own % workers:
             raise DataError(f"{workers} DataLoader workers cannot share {self.own} reading lanes; use a --workers that divides {self.own}.")
-        mine = [self.rank * self.own + j for j in range(worker, self.own, workers)]
-        iterators = {lane: self.lane_chunks(lane) for lane in mine}
+        per = self.own // workers
+        iterators = [self.lane_chunks(self.rank * self.own + worker * per + j) for j in range(per)]
         while True:
-            for lane in mine:
-                yield next(iterators[lane])
+            yield [sample for chunks in iterators for sample in next(chunks)]
 
     def __iter__(self):
         for raw in self.raw_chunks():
@@ -301,19 +302,23 @@ def merge_chunks(chunks: list[dict], pad_id: int = 0) -> dict:
 
 
 class StreamBatches:
-    """A process's batches: its `own` chunks per step, joined (`merge_chunks`), from a
-    DataLoader over its `ShardStream`. Raw chunks (no batcher) are joined as lists."""
+    """A process's batches: one part per DataLoader worker (1 without workers) per step,
+    joined (`merge_chunks`), from a DataLoader over its `ShardStream`. Raw parts (no
+    batcher) are joined as lists."""
 
-    def __init__(self, loader, own: int, pad_id: int = 0) -> None:
+    def __init__(self, loader, parts: int, pad_id: int = 0) -> None:
         self.loader = loader
-        self.own = own
+        self.parts = parts
         self.pad_id = pad_id
 
     def __iter__(self):
         chunks = iter(self.loader)
         while True:
-            parts = [next(chunks) for _ in range(self.own)]
-            yield merge_chunks(parts, self.pad_id) if isinstance(parts[0], dict) else [s for p in parts for s in p]
+            parts = [next(chunks) for _ in range(self.parts)]
+            if len(parts) == 1:
+                yield parts[0]
+            else:
+                yield merge_chunks(parts, self.pad_id) if isinstance(parts[0], dict) else [s for p in parts for s in p]
 
 
 def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> StreamBatches:
@@ -325,4 +330,4 @@ def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
     )
     pad_id = (stream.batcher.tokenizer.pad_token_id or 0) if stream.batcher is not None else 0
-    return StreamBatches(loader, stream.own, pad_id)
+    return StreamBatches(loader, max(1, workers), pad_id)
