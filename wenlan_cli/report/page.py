@@ -230,6 +230,37 @@ def _eval_records(run: RunRecord):
         raise DataError(f"{str(exc).rstrip('.')} (the examples need the run's {split} split; pass --examples 0 to leave them out).") from None
 
 
+def _ranked_examples_html(
+    run: RunRecord, examples: int, top_k: int, *, device: str, batch_size: int, workers: int, thumbnail_size: int, say
+) -> str:
+    """The examples section: `examples` captions of the run's evaluation split, each with
+    the images its checkpoint ranks first. The model is freed (and CUDA's cache emptied)
+    before the thumbnails are made, so the page never holds both in memory."""
+    import torch
+
+    from ..loading import load_checkpoint
+    from ..engine.device import pick_device
+    from .examples import retrieval_examples, thumbnail_uri
+
+    split, records = _eval_records(run)
+    if not records:
+        return f'<p class="note">The {_e(split)} split has no images.</p>'
+    dev = pick_device(device)
+    say(f"Ranking the {len(records):,} {split} images with {run.checkpoint} for {examples} caption(s)...")
+    loaded = load_checkpoint(run.checkpoint, device=dev)
+    found = retrieval_examples(loaded, records, examples, top_k, device=dev, batch_size=batch_size, workers=workers)
+    del loaded
+    if isinstance(dev, torch.device) and dev.type == "cuda":
+        torch.cuda.empty_cache()
+    needed = sorted({i for ex in found for i, _ in ex.hits} | {g for ex in found for g in _outside(ex)})
+    thumbs = {i: thumbnail_uri(records[i], thumbnail_size) for i in needed}
+    intro = (
+        f'<p class="caption">{len(found)} caption(s) of the {_e(split)} split, each with the {min(top_k, len(records))} '
+        f"images ranked first among all {len(records):,} by {_e(run.checkpoint)}; gold images are framed in green.</p>"
+    )
+    return intro + _examples_html(found, records, thumbs)
+
+
 def write_report(
     run_dir: str | Path,
     output: str | Path | None = None,
@@ -279,30 +310,8 @@ def write_report(
         say(message)
         examples_html = f'<p class="note">{_e(message)}</p>'
     else:
-        import torch
-
-        from ..loading import load_checkpoint
-        from ..engine.device import pick_device
-        from .examples import retrieval_examples, thumbnail_uri
-
-        split, records = _eval_records(run)
-        if not records:
-            examples_html = f'<p class="note">The {_e(split)} split has no images.</p>'
-        else:
-            dev = pick_device(device)
-            say(f"Ranking the {len(records):,} {split} images with {run.checkpoint} for {examples} caption(s)...")
-            loaded = load_checkpoint(run.checkpoint, device=dev)
-            found = retrieval_examples(loaded, records, examples, top_k, device=dev, batch_size=batch_size, workers=workers)
-            del loaded
-            if isinstance(dev, torch.device) and dev.type == "cuda":
-                torch.cuda.empty_cache()
-            needed = sorted({i for ex in found for i, _ in ex.hits} | {g for ex in found for g in _outside(ex)})
-            thumbs = {i: thumbnail_uri(records[i], thumbnail_size) for i in needed}
-            intro = (
-                f'<p class="caption">{len(found)} caption(s) of the {_e(split)} split, each with the {min(top_k, len(records))} '
-                f"images ranked first among all {len(records):,} by {_e(run.checkpoint)}; gold images are framed in green.</p>"
-            )
-            examples_html = intro + _examples_html(found, records, thumbs)
+        examples_html = _ranked_examples_html(run, examples, top_k, device=device, batch_size=batch_size,
+                                              workers=workers, thumbnail_size=thumbnail_size, say=say)
     page = render_page(run, curves, examples_html, notes)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
