@@ -90,6 +90,33 @@ def _write_tokenizer(tokenizer, directory: Path) -> None:
         backend.save(str(target))
 
 
+def _verification_records(dataset: str | None, data_dir: str | None, split: str, samples: int):
+    """(records, texts, gold, source) the export is verified on: the first `samples`
+    records of a dataset with their captions, or all None and "generated" without one
+    (the verification then makes its own images and texts)."""
+    if dataset is None:
+        return None, None, None, "generated"
+    from ..data.sources import load_records
+    from ..eval.evaluate import query_table
+
+    records = load_records(dataset, data_dir, split)[:samples]
+    if not records:
+        raise UsageError(f"--dataset {dataset} has no records in the split {split!r}.")
+    texts, gold = query_table(records)
+    return records, texts, gold, f"{dataset}/{split}"
+
+
+def _move_into_place(work: Path, out_dir: Path) -> None:
+    """Rename the verified bundle onto `out_dir` (an empty folder or none), with the
+    permissions a folder made by mkdir would have: mkdtemp made it private."""
+    if out_dir.exists():
+        out_dir.rmdir()  # checked empty above
+    os.replace(work, out_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out_dir, 0o777 & ~umask)
+
+
 def export_onnx(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -120,17 +147,7 @@ def export_onnx(
         raise UsageError(f"--threshold must be in (0, 1], not {threshold}.")
     _check_out_dir(out_dir)
     step = on_step or (lambda _: None)
-    records = texts = gold = None
-    source = "generated"
-    if dataset is not None:
-        from ..data.sources import load_records
-        from ..eval.evaluate import query_table
-
-        records = load_records(dataset, data_dir, split)[:samples]
-        if not records:
-            raise UsageError(f"--dataset {dataset} has no records in the split {split!r}.")
-        texts, gold = query_table(records)
-        source = f"{dataset}/{split}"
+    records, texts, gold, source = _verification_records(dataset, data_dir, split, samples)
     step("loading the checkpoint")
     loaded = load_checkpoint(checkpoint, device=torch.device("cpu"))
     identity = checkpoint_identity(loaded.path)
@@ -152,12 +169,7 @@ def export_onnx(
         info["verification"] = parity.to_json()
         (work / PREPROCESSING_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
         files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
-        if out_dir.exists():
-            out_dir.rmdir()  # checked empty above
-        os.replace(work, out_dir)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(out_dir, 0o777 & ~umask)  # mkdtemp made it private
+        _move_into_place(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
