@@ -1,9 +1,12 @@
 """Downstream-task plugins: discovered through the `wenlan.tasks` entry-point group.
 
 A task is any object with the attributes of `Task` (a plugin may use the dataclass
-itself). Plugins are loaded lazily and one that fails to import is remembered with its
-error instead of breaking the command line. The built-in retrieval evaluation is
-registered through the same `register_task` a plugin's entry point reaches.
+itself, from `wenlan_cli.plugin_api`). Its one hook into the command line is
+`add_commands(app)`: it adds its commands to the Typer app it is given, and the CLI
+(`cli/task_commands.py`) joins them to the core's. Plugins are loaded lazily and one that
+fails to import is remembered with its error instead of breaking the command line. The
+built-in retrieval evaluation is registered through the same `register_task` a plugin's
+entry point reaches.
 """
 
 from __future__ import annotations
@@ -20,15 +23,12 @@ class Task:
     name: str
     kind: str  # "captioning", "retrieval", ...
     description: str = ""
-    # Core commands this task serves, e.g. ["finetune-caption"].
-    serves: Sequence[str] = ()
     # Dataset formats it reads and metrics it reports (shown by `wenlan plugins`).
     datasets: Sequence[str] = ()
     metrics: Sequence[str] = ()
-    # Adds the task's own commands (e.g. `caption`, `score`) to the CLI.
+    # add_commands(app) adds the task's commands (e.g. `finetune-caption`, `caption`,
+    # `score`) to the Typer app it is given, with `app.command(NAME)(function)`.
     add_commands: Callable | None = None
-    # Runs a served core command with the remaining arguments; returns an exit code.
-    run_command: Callable[[str, list[str]], int] | None = None
     package: str = "wenlan"
     version: str = ""
 
@@ -38,6 +38,10 @@ class TaskLoadFailure:
     entry_point: str
     package: str
     error: str
+    problem: str = "failed to load"  # or, for a loaded task, what went wrong after
+
+    def __str__(self) -> str:
+        return f"{self.entry_point} ({self.package}) {self.problem}: {self.error}"
 
 
 @dataclass
@@ -99,19 +103,11 @@ def load_failures() -> list[TaskLoadFailure]:
     return list(_registry.failures)
 
 
-def tasks_serving(command: str) -> list[Task]:
-    return [t for t in all_tasks() if command in t.serves]
-
-
-def register_task_commands(app) -> None:
-    """Let each installed task add its commands; a failing one is reported, not fatal."""
-    for task in all_tasks():
-        if task.add_commands is None:
-            continue
-        try:
-            task.add_commands(app)
-        except Exception as exc:
-            _registry.failures.append(TaskLoadFailure(task.name, task.package, f"adding commands failed: {type(exc).__name__}: {exc}"))
+def record_failure(task: Task, problem: str, error: str) -> None:
+    """Remember that a loaded task failed later (in its `add_commands`), for `wenlan plugins`."""
+    failure = TaskLoadFailure(task.name, task.package, error, problem)
+    if failure not in _registry.failures:
+        _registry.failures.append(failure)
 
 
 def _builtin_retrieval() -> Task:
@@ -120,8 +116,7 @@ def _builtin_retrieval() -> Task:
     return Task(
         name="retrieval",
         kind="retrieval",
-        description="Image-text retrieval Recall@1/5/10 in both directions (built in).",
-        serves=("eval-retrieval",),
+        description="Image-text retrieval Recall@1/5/10 in both directions (built in: wenlan eval-retrieval).",
         datasets=("synth", "aic-icc", "brivl-jsonl", "jsonl", "csv"),
         metrics=("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall"),
         package="wenlan",

@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from . import classify, convert, data, encode, eval_retrieval, finetune_caption, index, models, plugins, pretrain, report, search
+    from . import classify, convert, data, encode, eval_retrieval, index, models, plugins, pretrain, report, search
 
-    for module in (pretrain, eval_retrieval, encode, finetune_caption, index, search, classify, report, plugins, models):
+    for module in (pretrain, eval_retrieval, encode, index, search, classify, report, plugins, models):
         module.register(app)
     from . import serve
 
@@ -46,20 +46,30 @@ def _register() -> None:
     from . import export
 
     app.add_typer(export.app, name="export")
-    from ..tasks import register_task_commands
-
-    register_task_commands(app)
 
 
 _register()
 
 
+def build_command():
+    """The core's commands, then those the installed tasks add (`task_commands.py`), then
+    the `finetune-caption` placeholder if no task added that command; built per run so a
+    task registered in the process is seen."""
+    from . import finetune_caption
+    from .help import flags_without_type
+    from .task_commands import add_task_commands
+
+    command = typer.main.get_command(app)
+    add_task_commands(command)
+    if finetune_caption.COMMAND not in command.commands:
+        command.add_command(finetune_caption.placeholder(), finetune_caption.COMMAND)
+    flags_without_type(command)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
-    command = typer.main.get_command(app)
-    from .help import flags_without_type
-
-    flags_without_type(command)
+    command = build_command()
     state.DEBUG = os.environ.get("WENLAN_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = command.main(args=argv, prog_name="wenlan", standalone_mode=False)

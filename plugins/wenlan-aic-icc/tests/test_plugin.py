@@ -8,9 +8,11 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+import typer
 
 from wenlan_cli import tasks
 from wenlan_cli.cli import main
+from wenlan_cli.cli.task_commands import commands_of
 
 PLUGIN = Path(__file__).resolve().parents[1]
 
@@ -31,37 +33,60 @@ def run(capsys, *args):
     return code, out, err
 
 
-def test_a_registered_fake_task_serves_finetune_caption(registry, capsys):
+def fake_captioner(calls: list, name: str = "fake-cap", package: str = "fake-pkg") -> tasks.Task:
+    """A task whose hook adds a `finetune-caption` that records its options."""
+
+    def add_commands(app):
+        @app.command("finetune-caption")
+        def finetune_caption(checkpoint: str = typer.Option(...), steps: int = 1):
+            calls.append((name, checkpoint, steps))
+
+    return tasks.Task(name=name, kind="captioning", add_commands=add_commands, package=package, version="9.9")
+
+
+def test_a_registered_fake_task_adds_finetune_caption_through_its_hook(registry, capsys):
     calls = []
-
-    def run_command(command, args):
-        calls.append((command, args))
-        return 0
-
-    tasks.register_task(tasks.Task(name="fake-cap", kind="captioning", serves=("finetune-caption",), run_command=run_command, package="fake-pkg", version="9.9"))
+    tasks.register_task(fake_captioner(calls))
     code, _, err = run(capsys, "finetune-caption", "--checkpoint", "ckpt", "--steps", "3")
     assert code == 0, err
-    assert calls == [("finetune-caption", ["--checkpoint", "ckpt", "--steps", "3"])]
-    code, _, _ = run(capsys, "finetune-caption", "--task", "fake-cap", "--out", "x")
-    assert code == 0 and calls[-1] == ("finetune-caption", ["--out", "x"])
+    assert calls == [("fake-cap", "ckpt", 3)]
+    code, _, err = run(capsys, "finetune-caption", "--checkpoint", "ckpt", "--no-such-option")
+    assert code == 2 and "No such option" in err and len(calls) == 1  # the core's usage errors
     code, out, _ = run(capsys, "plugins")
-    assert code == 0 and "fake-cap" in out and "fake-pkg" in out and "9.9" in out
+    assert code == 0 and "fake-cap" in out and "fake-pkg" in out and "9.9" in out and "finetune-caption" in out
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "finetune-caption" in out
 
 
-def test_two_captioning_tasks_need_task_option(registry, capsys):
+def test_two_tasks_adding_one_command_are_a_usage_error_naming_both(registry, capsys):
+    calls = []
     for name in ("cap-a", "cap-b"):
-        tasks.register_task(tasks.Task(name=name, kind="captioning", serves=("finetune-caption",), run_command=lambda c, a: 0))
+        tasks.register_task(fake_captioner(calls, name, f"pkg-{name}"))
     code, _, err = run(capsys, "finetune-caption", "--checkpoint", "x")
-    assert code == 2 and "--task" in err and "cap-a" in err
+    assert code == 2 and "cap-a (pkg-cap-a)" in err and "cap-b (pkg-cap-b)" in err and "uninstall" in err
+    assert calls == [] and len(err.strip().splitlines()) == 1
+
+
+def test_a_task_cannot_take_over_a_core_command(registry, capsys):
+    def add_commands(app):
+        app.command("models")(lambda: print("hijacked"))
+
+    tasks.register_task(tasks.Task(name="greedy", kind="x", add_commands=add_commands, package="greedy-pkg"))
+    code, out, err = run(capsys, "models")
+    assert code == 0 and "brivl-tiny" in out and "hijacked" not in out
+    code, _, err = run(capsys, "plugins")
+    assert code == 0 and "greedy" in err and "models" in err and "wenlan already has" in err
 
 
 def test_without_a_captioning_task_finetune_caption_names_the_package(registry, capsys):
     code, _, err = run(capsys, "finetune-caption", "--checkpoint", "runs/demo")
     assert code == 2
-    assert "pip install wenlan-aic-icc" in err and "Traceback" not in err
+    assert "pip install wenlan-aic-icc" in err and "pip install -e plugins/wenlan-aic-icc" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     code, out, _ = run(capsys, "finetune-caption")
     assert code == 2 and "wenlan-aic-icc" in out
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "finetune-caption" in out and "wenlan-aic-icc" in out
 
 
 def test_a_broken_entry_point_is_reported_and_other_commands_work(registry, capsys):
@@ -73,8 +98,15 @@ def test_a_broken_entry_point_is_reported_and_other_commands_work(registry, caps
     assert "aic-icc" in out and "retrieval" in out  # the working plugin and the built-in task
     code, out, _ = run(capsys, "models")
     assert code == 0 and "brivl-tiny" in out
-    code, _, err = run(capsys, "finetune-caption", "--task", "broken-task", "--checkpoint", "x")
-    assert code == 2 and "broken-task" in err and "failed to load" in err
+    code, out, _ = run(capsys, "finetune-caption", "--help")  # the working plugin's command
+    assert code == 0 and "--train-top-blocks" in out
+
+
+def test_a_broken_captioning_plugin_is_named_when_finetune_caption_is_missing(registry, capsys):
+    registry.append(EntryPoint(name="broken-task", value="wenlan_no_such_module_xyz:TASK", group=tasks.ENTRY_POINT_GROUP))
+    code, _, err = run(capsys, "finetune-caption", "--checkpoint", "x")
+    assert code == 2 and "pip install wenlan-aic-icc" in err
+    assert "broken-task" in err and "failed to load" in err and len(err.strip().splitlines()) == 1
 
 
 def test_an_entry_point_whose_object_is_not_a_task_is_reported(registry, capsys):
@@ -88,7 +120,8 @@ def test_the_declared_entry_point_loads_the_aic_icc_task():
 
     declared = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]["entry-points"]["wenlan.tasks"]
     task = EntryPoint(name="aic-icc", value=declared["aic-icc"], group=tasks.ENTRY_POINT_GROUP).load()
-    assert task.name == "aic-icc" and task.kind == "captioning" and "finetune-caption" in task.serves
+    assert task.name == "aic-icc" and task.kind == "captioning"
+    assert list(commands_of(task)) == ["finetune-caption", "caption", "score"]  # all through the one hook
     assert {"CIDEr", "METEOR"} <= set(task.metrics)
 
 

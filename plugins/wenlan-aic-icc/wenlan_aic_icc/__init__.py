@@ -1,7 +1,7 @@
 """wenlan-aic-icc: AI Challenger 2017 Chinese image captioning (AIC-ICC) for wenlan.
 
-`task` is the `wenlan.tasks` entry point (serves `wenlan finetune-caption`, adds
-`wenlan caption` and `wenlan score`, see `commands`); `model` (decoder on BriVL's image
+`task` is the `wenlan.tasks` entry point (adds `wenlan finetune-caption`, `wenlan caption`
+and `wenlan score`, see `commands`); `model` (decoder on BriVL's image
 tower), `decoding` (greedy / beam search), `finetune`, `generate` and `checkpoint` hold
 the captioner; `scoring` the official AIC-ICC caption evaluation (jieba + pycocoevalcap's
 PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, plus sacreBLEU). This package stays

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from wenlan_cli.errors import WenlanError
+from wenlan_cli.plugin_api import WenlanError
 
 __all__ = [
     "JavaError",

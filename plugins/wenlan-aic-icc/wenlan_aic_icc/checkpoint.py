@@ -15,9 +15,7 @@ from pathlib import Path
 
 import torch
 
-from wenlan_cli.config import ModelConfig, from_dict
-from wenlan_cli.data.pipeline import ImageSettings
-from wenlan_cli.errors import CheckpointError
+from wenlan_cli.plugin_api import CheckpointError, from_dict, ImageSettings, ModelConfig
 
 from . import __version__
 from .decoding import DecodeOptions
@@ -52,7 +50,7 @@ def save_caption_checkpoint(
     metrics_lines: list[str] | None = None,
 ) -> Path:
     """Write a caption checkpoint to `target` (temporary name + rename, as wenlan's own)."""
-    from wenlan_cli.engine.checkpoint import CheckpointContents, write_checkpoint
+    from wenlan_cli.plugin_api import CheckpointContents, write_checkpoint
 
     tied = _tied_key(model)
     state = {k: v for k, v in model.state_dict().items() if k != tied}
@@ -76,7 +74,7 @@ def save_caption_checkpoint(
 
 def resolve_caption_checkpoint(path: str | Path) -> Path:
     """A caption checkpoint directory, or a fine-tuning run directory (its best, else final)."""
-    from wenlan_cli.engine.checkpoint import is_checkpoint
+    from wenlan_cli.plugin_api import is_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -94,9 +92,7 @@ def resolve_caption_checkpoint(path: str | Path) -> Path:
 
 def load_caption_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCaptioner:
     """The captioner saved by `wenlan finetune-caption` (no pickle, no hub)."""
-    from wenlan_cli.models.image_encoder import ImageEncoder
-    from wenlan_cli.models.tokenizer import load_tokenizer
-    from wenlan_cli.engine.checkpoint import load_query_state, model_config_of, read_checkpoint_info
+    from wenlan_cli.plugin_api import ImageEncoder, load_query_state, load_tokenizer, model_config_of, read_checkpoint_info
 
     directory = resolve_caption_checkpoint(path)
     info = read_checkpoint_info(directory)

@@ -1,7 +1,9 @@
-"""The plugin's commands: `wenlan finetune-caption` (served), `wenlan caption`, `wenlan score`.
+"""The plugin's commands: `wenlan finetune-caption`, `wenlan caption`, `wenlan score`.
 
-Thin: parse options, call the library, print. Errors are wenlan's error types, which the
-core command line prints as one sentence with exit code 1 (a failed run) or 2 (bad usage).
+Thin: parse options, call the library, print. `register` is what the task's
+`add_commands` hook calls. Errors are wenlan's error types (from `wenlan_cli.plugin_api`),
+which the core command line prints as one sentence with exit code 1 (a failed run) or
+2 (bad usage).
 """
 
 from __future__ import annotations
@@ -111,13 +113,15 @@ def finetune_caption(
     image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
     text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
 ) -> None:
-    """Fine-tune a Chinese captioner: a Transformer decoder attending to BriVL's image-tower
+    """Fine-tune a Chinese captioner on a pretrain checkpoint.
+
+    A Transformer decoder attending to BriVL's image-tower
     region features, from a pretrain checkpoint. Without data options it trains on the
     built-in synthetic data. Prints the validation scores (official AIC-ICC protocol) of the
     best checkpoint and writes them to OUT/scores.json."""
     from rich.console import Console
 
-    from wenlan_cli.output_paths import check_outputs, checkpoint_input, folder_input
+    from wenlan_cli.plugin_api import check_outputs, checkpoint_input, folder_input
 
     from .finetune import CaptionFinetuner, FinetuneConfig
 
@@ -137,26 +141,6 @@ def finetune_caption(
     title = f"{cfg.dataset} {cfg.eval_split}: best checkpoint (step {scores['step']}), x100"
     print_scores(scores, title)
     Console(stderr=True).print(f"Best checkpoint: {result.best}; scores in {result.out / 'scores.json'}", highlight=False)
-
-
-def run_finetune_caption(args: list[str]) -> int:
-    """`finetune_caption` as its own click command on `args`; returns the exit code."""
-    from wenlan_cli.cli.help import flags_without_type
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown",
-                      context_settings={"help_option_names": ["-h", "--help"]})
-    app.command("finetune-caption")(finetune_caption)
-    command = typer.main.get_command(app)
-    flags_without_type(command)  # as the core's commands: a flag shows no <bool>
-    try:
-        result = command.main(args=list(args), prog_name="wenlan finetune-caption", standalone_mode=False)
-    except typer.TyperException as exc:
-        # Typer's (vendored) click usage errors: print usage + message, exit 2, as click does.
-        if not hasattr(exc, "show"):
-            raise
-        exc.show()
-        return getattr(exc, "exit_code", 2)
-    return result if isinstance(result, int) else 0
 
 
 # --------------------------------------------------------------------------- caption
@@ -190,13 +174,40 @@ def caption(
 
     from rich.console import Console
 
-    from wenlan_cli.data.records import ImageTextRecord
-    from wenlan_cli.encode import collect_image_paths
-    from wenlan_cli.errors import UsageError
-    from wenlan_cli.engine.device import pick_device
+    from wenlan_cli.plugin_api import check_outputs, checkpoint_input, folder_input, path_input, pick_device
 
     from .checkpoint import load_caption_checkpoint
-    from .generate import caption_records, score_split
+    from .generate import score_split
+
+    _check_caption_options(images, dataset, score, scores_output, batch_size)
+    check_outputs(
+        [("--output", output), ("--scores-output", scores_output)],
+        [*(i for p in images or [] for i in path_input("IMAGES", p)), *checkpoint_input("--checkpoint", checkpoint),
+         *folder_input("--data-dir", data_dir)],
+    )
+    err = Console(stderr=True, soft_wrap=True)
+    if dataset is not None:
+        records = _split_records(dataset, data_dir, split, image_column, text_column)
+    else:
+        records = _image_records(images)
+    dev = pick_device(device)
+    loaded = load_caption_checkpoint(checkpoint, device=dev)
+    overrides = {k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty), ("max_len", max_len)) if v is not None}
+    decode = dataclasses.replace(loaded.decode, **overrides)
+    decode.validate()
+    result = _caption_with_progress(loaded, records, decode, err, device=dev, batch_size=batch_size, workers=workers, skip_bad=skip_bad)
+    _write_captions(result, output, err, f"{loaded.path} (beam {decode.beam_size})")
+    if score:
+        scored = score_split(result.captions, records, meteor=meteor)
+        print_scores(scored, f"{dataset} {split}: {loaded.path}, x100", to_stderr=output is None)
+        if scores_output is not None:
+            write_json(scores_output, scores_json(scored, checkpoint=str(loaded.path), dataset=dataset, split=split,
+                                                  decode=dataclasses.asdict(decode)))
+
+
+def _check_caption_options(images, dataset, score, scores_output, batch_size) -> None:
+    """`caption`'s options that only make sense together, checked before any file is read."""
+    from wenlan_cli.plugin_api import UsageError
 
     if images and dataset is not None:
         raise UsageError("give image files/folders or --dataset NAME, not both.")
@@ -208,49 +219,53 @@ def caption(
         raise UsageError("--scores-output needs --score.")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
-    from wenlan_cli.output_paths import check_outputs, checkpoint_input, folder_input, path_input
 
-    check_outputs(
-        [("--output", output), ("--scores-output", scores_output)],
-        [*(i for p in images or [] for i in path_input("IMAGES", p)), *checkpoint_input("--checkpoint", checkpoint),
-         *folder_input("--data-dir", data_dir)],
-    )
-    err = Console(stderr=True, soft_wrap=True)
-    if dataset is not None:
-        from wenlan_cli.data.sources import load_records
 
-        options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
-        records = load_records(dataset, data_dir, split, **options)
-        if not records:
-            raise UsageError(f"the {split} split of {dataset} has no images.")
-    else:
-        paths = collect_image_paths(images)
-        if not paths:
-            raise UsageError("no images found (jpg, png, webp, bmp) in " + ", ".join(str(p) for p in images) + ".")
-        seen: dict[str, Path] = {}
-        for path in paths:
-            if path.name in seen:
-                raise UsageError(
-                    f"two images are named {path.name!r} ({seen[path.name]} and {path}); the submission format "
-                    "identifies images by file name, so caption them separately."
-                )
-            seen[path.name] = path
-        records = [ImageTextRecord(image_id=p.name, image_path=p, captions=[]) for p in paths]
-    dev = pick_device(device)
-    loaded = load_caption_checkpoint(checkpoint, device=dev)
-    overrides = {k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty), ("max_len", max_len)) if v is not None}
-    decode = dataclasses.replace(loaded.decode, **overrides)
-    decode.validate()
+def _split_records(dataset: str, data_dir, split: str, image_column, text_column) -> list:
+    """The records of a dataset split (with its boxes and reference captions)."""
+    from wenlan_cli.plugin_api import UsageError, load_records
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
+    records = load_records(dataset, data_dir, split, **options)
+    if not records:
+        raise UsageError(f"the {split} split of {dataset} has no images.")
+    return records
 
-    progress = Progress(TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+
+def _image_records(images: list[Path]) -> list:
+    """One record per image file found under `images`; two files of one name are refused,
+    since the submission format identifies images by file name."""
+    from wenlan_cli.plugin_api import ImageTextRecord, UsageError, collect_image_paths
+
+    paths = collect_image_paths(images)
+    if not paths:
+        raise UsageError("no images found (jpg, png, webp, bmp) in " + ", ".join(str(p) for p in images) + ".")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen:
+            raise UsageError(
+                f"two images are named {path.name!r} ({seen[path.name]} and {path}); the submission format "
+                "identifies images by file name, so caption them separately."
+            )
+        seen[path.name] = path
+    return [ImageTextRecord(image_id=p.name, image_path=p, captions=[]) for p in paths]
+
+
+def _caption_with_progress(loaded, records, decode, err, **options):
+    """Caption `records` under the core's counting progress bar on `err`."""
+    from wenlan_cli.plugin_api import counting_progress
+
+    from .generate import caption_records
+
+    progress = counting_progress("captioning", err)
     with progress:
         task = progress.add_task("caption", total=len(records))
-        result = caption_records(
-            loaded.model, loaded.tokenizer, records, loaded.settings, device=dev, options=decode,
-            batch_size=batch_size, workers=workers, skip_bad=skip_bad, on_batch=lambda n: progress.advance(task, n),
-        )
+        return caption_records(loaded.model, loaded.tokenizer, records, loaded.settings, options=decode,
+                               on_batch=lambda n: progress.advance(task, n), **options)
+
+
+def _write_captions(result, output: Path | None, err, source: str) -> None:
+    """The submission JSON to `output` (or stdout), then what was skipped and a summary on `err`."""
     text = submission_text(result.captions)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -261,16 +276,10 @@ def caption(
     for index, message in result.failures:
         err.print(f"skipped: {message}", highlight=False, markup=False)
     err.print(
-        f"Captioned {len(result.captions)} image(s) with {loaded.path} (beam {decode.beam_size}) -> "
+        f"Captioned {len(result.captions)} image(s) with {source} -> "
         f"{output if output is not None else 'stdout'}" + (f"; skipped {len(result.failures)} unreadable" if result.failures else ""),
         highlight=False,
     )
-    if score:
-        scored = score_split(result.captions, records, meteor=meteor)
-        print_scores(scored, f"{dataset} {split}: {loaded.path}, x100", to_stderr=output is None)
-        if scores_output is not None:
-            write_json(scores_output, scores_json(scored, checkpoint=str(loaded.path), dataset=dataset, split=split,
-                                                  decode=dataclasses.asdict(decode)))
 
 
 # --------------------------------------------------------------------------- score
@@ -289,7 +298,7 @@ def score(
     pycocoevalcap's PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; plus sacreBLEU (zh)."""
     import warnings
 
-    from wenlan_cli.output_paths import check_outputs, file_input
+    from wenlan_cli.plugin_api import check_outputs, file_input
 
     from .scoring import ScoringWarning, score_files
 
@@ -303,5 +312,7 @@ def score(
 
 
 def register(app: typer.Typer) -> None:
+    """The task's `add_commands` hook: the core joins these to its own commands."""
+    app.command("finetune-caption")(finetune_caption)
     app.command("caption")(caption)
     app.command("score")(score)

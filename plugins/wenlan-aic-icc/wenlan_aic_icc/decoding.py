@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wenlan_cli.errors import UsageError
+from wenlan_cli.plugin_api import UsageError
 
 
 @dataclass

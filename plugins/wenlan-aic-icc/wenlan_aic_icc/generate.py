@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from wenlan_cli.data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images
-from wenlan_cli.data.records import ImageTextRecord
-from wenlan_cli.errors import DataError
+from wenlan_cli.plugin_api import DataError, ImageCollator, ImageDataset, ImageSettings, ImageTextRecord, normalize_images
 
 from .decoding import DecodeOptions, _banned_tokens, decode, detokenize
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wenlan_cli.errors import UsageError
+from wenlan_cli.plugin_api import UsageError
 
 TOWER_MODES = ("frozen", "top", "all")
 
@@ -206,8 +206,7 @@ def configure_tower(model: CaptionModel, mode: str, top_blocks: int = 0) -> None
     blocks and everything above them (backbone head, region projection, box embedding,
     region Transformer); "all" the whole tower. The pooled-embedding MLP of BriVL is never
     used for captions and stays frozen."""
-    from wenlan_cli.models.image_encoder import backbone_blocks
-    from wenlan_cli.models.layers import train_only_top
+    from wenlan_cli.plugin_api import backbone_blocks, train_only_top
 
     tower = model.image_encoder
     if mode not in TOWER_MODES:
