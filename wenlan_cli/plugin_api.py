@@ -58,6 +58,13 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "build_char_vocab": ("wenlan_cli.models.tokenizer", "build_char_vocab"),
     "tokenizer_from_vocab": ("wenlan_cli.models.tokenizer", "tokenizer_from_vocab"),
     "load_checkpoint": ("wenlan_cli.loading", "load_checkpoint"),
+    "load": ("wenlan_cli.api", "load"),
+    # zero-shot classification (wenlan_cli/classify.py)
+    "check_templates": ("wenlan_cli.classify", "check_templates"),
+    "folder_labels": ("wenlan_cli.classify", "folder_labels"),
+    "label_embeddings": ("wenlan_cli.classify", "label_embeddings"),
+    "zero_shot_classify": ("wenlan_cli.classify", "classify"),
+    "zero_shot_accuracy": ("wenlan_cli.classify", "evaluate"),
     # engine
     "pick_device": ("wenlan_cli.engine.device", "pick_device"),
     "seed_everything": ("wenlan_cli.engine.rng", "seed_everything"),
