@@ -49,6 +49,7 @@ LAYER_OF = {
     "wenlan_cli.durations": "base",
     "wenlan_cli.cores": "base",
     "wenlan_cli.output_paths": "base",
+    "wenlan_cli.option_spec": "base",
     # The AIC-ICC task plugin: its commands, its fine-tuning / captioning / scoring, its model.
     "wenlan_aic_icc": "cli",
     "wenlan_aic_icc.task": "cli",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .option_spec import option
 
 
 @dataclass
@@ -289,65 +290,75 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return config
 
 
+class Panel:
+    """The help panels of `wenlan pretrain --help`."""
+
+    DATA, MODEL, OPTIM, RUN = "Data", "Model and loss", "Optimisation", "Run"
+    SCALE = "Scale and robustness"
+    # On/off pairs: their two names would squeeze the help of every option in a shared panel.
+    SWITCHES = "Switches"
+
+
 @dataclass
 class TrainConfig:
-    """Everything `wenlan pretrain` accepts; `--config FILE` holds the same keys."""
+    """Everything `wenlan pretrain` accepts; `--config FILE` holds the same keys. Each field
+    is one option (`option_spec.option`: help and panel), saved as `train_config.json`."""
 
-    model: str = "brivl-tiny"
-    dataset: str = "synth"
-    data_dir: str | None = None
-    out: str = "runs/pretrain"
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    model: str = option("brivl-tiny", help="Architecture name (`wenlan models`) or a model-config JSON file.", panel=Panel.MODEL)
+    dataset: str = option("synth", help="synth, aic-icc, brivl-jsonl, jsonl, csv, or webdataset (shards from wenlan data convert, streamed).", panel=Panel.DATA)
+    data_dir: str | None = option(None, help="Folder with the data (for synth: a generated folder; default: a cached copy).", panel=Panel.DATA)
+    out: str = option("runs/pretrain", "--out", "-o", help="Run directory: checkpoints, metrics.jsonl, recall.json.", panel=Panel.RUN)
+    steps: int | None = option(None, help="Optimizer steps. Default, from the data size (any dataset): max(2000 steps, 10 epochs), at most 100000.", panel=Panel.OPTIM)
+    epochs: float | None = option(None, help="Epochs over the training images instead of --steps.", panel=Panel.OPTIM)
+    batch_size: int = option(64, help="Pairs per step per process.", panel=Panel.OPTIM)
+    lr: float = option(1e-3, help="Peak learning rate (AdamW).", panel=Panel.OPTIM)
+    weight_decay: float = option(0.05, help="AdamW weight decay.", panel=Panel.OPTIM)
     # Learning-rate warm-up steps; None: 10 % of the run, at most 2,000 (engine/budget.py).
-    warmup: int | None = None
-    grad_clip: float = 1.0
+    warmup: int | None = option(None, help="Linear warm-up steps before the cosine decay (default: 10% of the run, at most 2000).", panel=Panel.OPTIM)
+    grad_clip: float = option(1.0, help="Clip the gradient norm (0: off).", panel=Panel.OPTIM)
     # Override the model config's contrastive settings when given.
-    queue_size: int | None = None
-    momentum: float | None = None
-    temperature: float | None = None
-    loss: str | None = None
-    mask_false_negatives: bool | None = None
+    queue_size: int | None = option(None, help="MoCo queue length K (a multiple of the global batch).", panel=Panel.MODEL)
+    momentum: float | None = option(None, help="Momentum m of the key towers.", panel=Panel.MODEL)
+    temperature: float | None = option(None, help="Softmax temperature.", panel=Panel.MODEL)
+    loss: str | None = option(None, help="moco (BriVL: momentum towers + queues) or clip (in-batch).", panel=Panel.MODEL)
+    mask_false_negatives: bool | None = option(None, "--mask-false-negatives/--no-mask-false-negatives", help="moco: a queued key of the query's own image or identical caption is not a negative (default: off, as the model config says).", panel=Panel.SWITCHES)
     # moco: the first N steps take the in-batch loss while the queues fill (towers trained
     # from scratch start collapsed; see benchmarks/README.md, queue vs in-batch). "auto":
     # none with --pretrained, else engine/budget.py's auto_queue_warmup.
-    queue_warmup: int | str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    eval_every: int = 0
-    eval_split: str = "val"
-    save_every: int = 0
-    keep: int = 2
-    log_every: int = 10
-    max_time: float | None = None
+    queue_warmup: int | str = option("auto", help="moco: in-batch loss for the first N steps while the queues fill. auto: none with --pretrained; from scratch max(100, steps to fill the queue, 5% of the run), at most half of it.", panel=Panel.MODEL, cli_type=str)
+    seed: int = option(0, help="Seed of the initialisation and the data order.", panel=Panel.RUN)
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.", panel=Panel.RUN)
+    workers: int | None = option(None, help="DataLoader worker processes (default: 0 on 2 cores, else half the cores).", panel=Panel.RUN)
+    eval_every: int = option(0, help="Evaluate retrieval every N steps (0: only at the end).", panel=Panel.RUN)
+    eval_split: str = option("val", help="Split evaluated during and after training.", panel=Panel.RUN)
+    save_every: int = option(0, help="Write a checkpoint every N steps (0: only at the end).", panel=Panel.RUN)
+    keep: int = option(2, help="Step checkpoints to keep.", panel=Panel.RUN)
+    log_every: int = option(10, help="Write a metrics.jsonl line every N steps.", panel=Panel.RUN)
+    max_time: float | None = option(None, help="Stop cleanly (with a checkpoint) after this many seconds.", panel=Panel.SCALE)
     # Plan the number of steps so warm-up and decay end after this long ("10m", "1.5h",
     # seconds); measured from the first steps' speed, kept on resume.
-    time_budget: str | float | None = None
-    resume: str | None = None
-    precision: str = "fp32"
-    grad_checkpointing: bool = False
-    accum_steps: int = 1
+    time_budget: str | float | None = option(None, help="Train for this long (600, 90s, 10m, 1.5h): the first steps' speed sets the number of steps so warm-up and cosine decay end on time (evaluation comes after). Instead of --steps/--epochs; a resume keeps the plan.", panel=Panel.OPTIM, cli_type=str)
+    resume: str | None = option(None, help="A checkpoint to continue from, or 'auto' for the latest in --out.", panel=Panel.SCALE)
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (fp16 on GPU only).", panel=Panel.SCALE)
+    grad_checkpointing: bool = option(False, "--grad-checkpointing", help="Recompute activations to save memory.", panel=Panel.SCALE)
+    accum_steps: int = option(1, help="Micro-batches per optimizer step.", panel=Panel.SCALE)
     # Shuffle the momentum image tower's batch across processes (BriVL's shuffle-BN);
     # None: on when running distributed with a BatchNorm backbone.
-    shuffle_bn: bool | None = None
-    skip_bad: bool = False
-    pretrained: bool = False
-    image_weights: str | None = None
-    text_weights: str | None = None
+    shuffle_bn: bool | None = option(None, "--shuffle-bn/--no-shuffle-bn", help="Shuffle the momentum image tower's batch across processes (default: on for BatchNorm backbones when distributed).", panel=Panel.SWITCHES)
+    skip_bad: bool = option(False, "--skip-bad", help="Skip (and count) unreadable images instead of failing.", panel=Panel.SCALE)
+    pretrained: bool = option(False, "--pretrained/--no-pretrained", help="Start the towers from their published weights.", panel=Panel.SWITCHES)
+    image_weights: str | None = option(None, help="timm name or local file of the image backbone's weights (with --pretrained).", panel=Panel.MODEL)
+    text_weights: str | None = option(None, help="Hub name or local directory of the text model (with --pretrained).", panel=Panel.MODEL)
     # Keep the model config's image.mean/std even where they differ from the pretrained backbone's.
-    image_norm_from_config: bool = False
-    trust_remote_code: bool = False
-    image_column: str | None = None
-    text_column: str | None = None
-    # Sizes of the synthetic dataset used when no data is given.
-    synth_train: int = 10000
-    synth_val: int = 1000
-    synth_test: int = 1000
-    synth_seed: int = 0
+    image_norm_from_config: bool = option(False, "--image-norm-from-config", help="With --pretrained: normalise images with the model config's image.mean/std even where they differ from the backbone weights' own (timm's pretrained config).", panel=Panel.MODEL)
+    trust_remote_code: bool = option(False, "--trust-remote-code", help="Allow a hub text model to run its own code (off by default).", panel=Panel.MODEL)
+    image_column: str | None = option(None, help="Image column of jsonl/csv data.", panel=Panel.DATA)
+    text_column: str | None = option(None, help="Text column of jsonl/csv data.", panel=Panel.DATA)
+    # Sizes of the synthetic dataset used when no data is given (test size and seed: --config only).
+    synth_train: int = option(10000, help="Synthetic training images.", panel=Panel.DATA)
+    synth_val: int = option(1000, help="Synthetic validation images.", panel=Panel.DATA)
+    synth_test: int = option(1000, config_only=True)
+    synth_seed: int = option(0, config_only=True)
 
     def validate(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -413,8 +424,9 @@ TRAIN_BOUNDS: dict[str, Bound] = {
 }
 
 
-def load_train_config_file(path: str | Path) -> dict:
-    """The options in a JSON or YAML file, keys as option names (dashes or underscores)."""
+def load_config_file(path: str | Path) -> dict:
+    """The options in a JSON or YAML `--config` file, keys as option names (dashes or
+    underscores), returned underscored."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -446,13 +458,23 @@ def _parse_error(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def build_train_config(file_options: dict, cli_options: dict, where: str = "config") -> TrainConfig:
-    """Defaults < config file < options given on the command line (those not None)."""
+load_train_config_file = load_config_file
+
+
+def build_config(cls, file_options: dict, cli_options: dict, where: str = "config", *, validate: bool = True):
+    """A config dataclass from its defaults < a config file < options given on the command
+    line (those not None); an unknown or mistyped key is named after `where` (the file)."""
     merged = dict(file_options)
     merged.update({k: v for k, v in cli_options.items() if v is not None})
     try:
-        config = from_dict(TrainConfig, merged, where="")
+        config = from_dict(cls, merged, where="")
     except UsageError as exc:
         raise UsageError(f"{where}: {exc}" if where not in ("options", "config") else str(exc)) from None
-    config.validate()
+    if validate and hasattr(config, "validate"):
+        config.validate()
     return config
+
+
+def build_train_config(file_options: dict, cli_options: dict, where: str = "config") -> TrainConfig:
+    """Defaults < config file < options given on the command line (those not None)."""
+    return build_config(TrainConfig, file_options, cli_options, where)

@@ -1,0 +1,51 @@
+"""What a command-line option says about a config field: its flag(s), help and help panel.
+
+A command's options are declared once, as the fields of a config dataclass: the field
+gives the name, type and default, `option(...)` adds what only the command line needs.
+`wenlan_cli/cli/declared.py` turns such a dataclass into a command's options and parses
+them back into it; `--config` files and saved configs use the same fields. This module is
+plain data (no Typer), so the base layer's configs can carry it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# The key under which a field's `Option` sits in `dataclasses.Field.metadata`.
+OPTION = "wenlan_option"
+
+
+@dataclass(frozen=True)
+class Option:
+    """The command-line side of one config field.
+
+    `flags`: the option's names ("--out", "-o"; "--x/--no-x" for an on/off pair); empty:
+    `--field-name`. `cli_type`: what the command line parses when the field's own type is a
+    union (`int | str` read as a str); `argument`: a positional argument instead of an
+    option. `config_only`: the field has no option, only a `--config` key (a setting too
+    rare for the help)."""
+
+    help: str = ""
+    panel: str | None = None
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    cli_type: Any = None
+    argument: bool = False
+    config_only: bool = False
+
+    def names(self, field_name: str) -> tuple[str, ...]:
+        """The option's flags as typed (`--batch-size` for `batch_size` unless told)."""
+        return self.flags or ("--" + field_name.replace("_", "-"),)
+
+
+def option(default: Any = dataclasses.MISSING, *flags: str, help: str = "", panel: str | None = None, **more: Any):
+    """A dataclass field with a default and its option: `batch_size: int = option(64,
+    help="Pairs per step.", panel="Optimisation")`. `more`: the other `Option` fields."""
+    return dataclasses.field(default=default, metadata={OPTION: Option(help=help, panel=panel, flags=tuple(flags), **more)})
+
+
+def option_of(field: dataclasses.Field) -> Option | None:
+    """The `Option` a field was declared with, or None."""
+    return field.metadata.get(OPTION)
