@@ -50,6 +50,7 @@ LAYER_OF = {
     "wenlan_cli.cores": "base",
     "wenlan_cli.output_paths": "base",
     "wenlan_cli.option_spec": "base",
+    "wenlan_cli.declared": "base",  # commands built from option_spec declarations (typer)
     # The AIC-ICC task plugin: its commands, its fine-tuning / captioning / scoring, its model.
     "wenlan_aic_icc": "cli",
     "wenlan_aic_icc.task": "cli",

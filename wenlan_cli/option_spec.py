@@ -2,7 +2,7 @@
 
 A command's options are declared once, as the fields of a config dataclass: the field
 gives the name, type and default, `option(...)` adds what only the command line needs.
-`wenlan_cli/cli/declared.py` turns such a dataclass into a command's options and parses
+`wenlan_cli/declared.py` turns such a dataclass into a command's options and parses
 them back into it; `--config` files and saved configs use the same fields. This module is
 plain data (no Typer), so the base layer's configs can carry it.
 """

@@ -56,7 +56,7 @@ def build_command():
     the `finetune-caption` placeholder if no task added that command; built per run so a
     task registered in the process is seen."""
     from . import finetune_caption
-    from .help import flags_without_type
+    from ..declared import flags_without_type
     from .task_commands import add_task_commands
 
     command = typer.main.get_command(app)

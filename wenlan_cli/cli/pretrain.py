@@ -9,7 +9,7 @@ import typer
 
 from ..config import Panel, TrainConfig, check_number
 from ..option_spec import option
-from .declared import Invocation, declared_command
+from ..declared import Invocation, declared_command
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from wenlan_cli.plugin_api import Option, add_lazy_command
+
 Opt = typer.Option
 
 # Defaults shown by --help; the library's dataclasses hold the same values.
@@ -72,47 +74,56 @@ def submission_text(captions: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- finetune-caption
 
 
-def finetune_caption(
-    checkpoint: Annotated[str, Opt(help="Pretrain checkpoint (or run directory) whose image tower the captioner starts from.")],
-    dataset: Annotated[str, Opt(help="synth (default: the built-in data), aic-icc, brivl-jsonl, jsonl or csv.")] = "synth",
-    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
-    out: Annotated[str, Opt(help="Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.")] = "runs/caption",
-    steps: Annotated[Optional[int], Opt(help="Optimizer steps. Default, from the data size (any dataset): max(2400 steps, 10 epochs), at most 100000.")] = None,
-    epochs: Annotated[Optional[float], Opt(help="Passes over the training images (one caption each), instead of --steps.")] = None,
-    batch_size: Annotated[int, Opt(help="Captions per step.")] = 64,
-    lr: Annotated[float, Opt(help="Peak learning rate of the decoder.")] = 2e-3,
-    tower_lr: Annotated[Optional[float], Opt(help="Peak learning rate of the tower's trained weights (default: lr / 2).")] = None,
-    weight_decay: Annotated[float, Opt(help="AdamW weight decay.")] = 0.01,
-    warmup: Annotated[Optional[int], Opt(help="Warm-up steps before the cosine decay (default: 1/24 of the run, at most 2000).")] = None,
-    label_smoothing: Annotated[float, Opt(help="Label smoothing of the next-token loss.")] = 0.1,
-    eval_every: Annotated[Optional[int], Opt(help="Validate every N steps (0: only at the end; default: four times a run).")] = None,
-    eval_split: Annotated[str, Opt(help="Split to validate and keep the best checkpoint on.")] = "val",
-    beam_size: Annotated[int, Opt(help="Beam width for validation captions (1: greedy); saved with the checkpoint.")] = 1,
-    length_penalty: Annotated[float, Opt(help="Beams ranked by log-probability / length ** this (0: plain sum).")] = 0.0,
-    max_len: Annotated[int, Opt(help="Most tokens per generated caption.")] = 64,
-    freeze_tower: Annotated[bool, Opt("--freeze-tower", help="Keep the whole image tower fixed (its features are then computed once: fast).")] = False,
-    train_top_blocks: Annotated[Optional[int], Opt(help="Train only the tower's top N backbone blocks and the layers above them.")] = None,
-    train_tower: Annotated[bool, Opt("--train-tower", help="Train the whole image tower (the default).")] = False,
-    char_vocab: Annotated[bool, Opt("--char-vocab", help="Build a character vocabulary from the training captions instead of using the checkpoint's tokenizer.")] = False,
-    d_model: Annotated[int, Opt(help="Decoder width.")] = 128,
-    layers: Annotated[int, Opt(help="Decoder layers.")] = 2,
-    heads: Annotated[int, Opt(help="Decoder attention heads.")] = 4,
-    ff_dim: Annotated[int, Opt(help="Decoder feed-forward width.")] = 512,
-    dropout: Annotated[float, Opt(help="Decoder dropout.")] = 0.1,
-    max_positions: Annotated[int, Opt(help="Longest token sequence the decoder handles; longer training captions are cut.")] = 64,
-    image_size: Annotated[Optional[int], Opt(help="Run the image tower at this input size (pixels) instead of the pretrain checkpoint's.")] = None,
-    seed: Annotated[int, Opt(help="Random seed.")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: 0).")] = None,
-    eval_batch_size: Annotated[int, Opt(help="Images per forward pass when captioning the validation split.")] = _DEFAULT_EVAL_BATCH,
-    log_every: Annotated[int, Opt(help="Log loss and learning rate every N steps.")] = 10,
-    max_time: Annotated[Optional[float], Opt(help="Stop after this many seconds (then validate and save).")] = None,
-    time_budget: Annotated[Optional[str], Opt(help="Train for this long (600, 90s, 10m, 1.5h): the first steps' speed sets the number of steps so warm-up and decay end on time (validations come on top). Instead of --steps/--epochs.")] = None,
-    meteor: Annotated[bool, Opt("--meteor/--no-meteor", help="Score METEOR in the final validation (it needs Java and takes a while).")] = True,
-    skip_bad: Annotated[bool, Opt("--skip-bad", help="Skip unreadable images instead of failing.")] = False,
-    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
-    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
-) -> None:
+# The options of finetune-caption: one per FinetuneConfig field (finetune.py gives each its
+# name, type and default; this, its help). The last three are --config keys only.
+FINETUNE_OPTIONS = {name: Option(help=text) for name, text in {
+    "checkpoint": "Pretrain checkpoint (or run directory) whose image tower the captioner starts from (required: here or in --config).",
+    "dataset": "synth (the built-in data), aic-icc, brivl-jsonl, jsonl or csv.",
+    "data_dir": "Folder of --dataset (synth: default is the cached copy).",
+    "out": "Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.",
+    "steps": "Optimizer steps. Default, from the data size (any dataset): max(2400 steps, 10 epochs), at most 100000.",
+    "epochs": "Passes over the training images (one caption each), instead of --steps.",
+    "batch_size": "Captions per step.",
+    "lr": "Peak learning rate of the decoder.",
+    "tower_lr": "Peak learning rate of the tower's trained weights (default: lr / 2).",
+    "weight_decay": "AdamW weight decay.",
+    "warmup": "Warm-up steps before the cosine decay (default: 1/24 of the run, at most 2000).",
+    "label_smoothing": "Label smoothing of the next-token loss.",
+    "eval_every": "Validate every N steps (0: only at the end; default: four times a run).",
+    "eval_split": "Split to validate and keep the best checkpoint on.",
+    "beam_size": "Beam width for validation captions (1: greedy); saved with the checkpoint.",
+    "length_penalty": "Beams ranked by log-probability / length ** this (0: plain sum).",
+    "max_len": "Most tokens per generated caption.",
+    "train_top_blocks": "Train only the tower's top N backbone blocks and the layers above them.",
+    "d_model": "Decoder width.",
+    "layers": "Decoder layers.",
+    "heads": "Decoder attention heads.",
+    "ff_dim": "Decoder feed-forward width.",
+    "dropout": "Decoder dropout.",
+    "max_positions": "Longest token sequence the decoder handles; longer training captions are cut.",
+    "image_size": "Run the image tower at this input size (pixels) instead of the pretrain checkpoint's.",
+    "seed": "Random seed.",
+    "device": "auto, cpu, cuda or cuda:N.",
+    "workers": "DataLoader processes decoding images (default: 0).",
+    "eval_batch_size": "Images per forward pass when captioning the validation split.",
+    "log_every": "Log loss and learning rate every N steps.",
+    "max_time": "Stop after this many seconds (then validate and save).",
+    "image_column": "Image column of jsonl/csv data.",
+    "text_column": "Text column of jsonl/csv data.",
+}.items()} | {
+    "freeze_tower": Option("Keep the whole image tower fixed (its features are then computed once: fast).", flags=("--freeze-tower",)),
+    "train_tower": Option("Train the whole image tower (the default).", flags=("--train-tower",)),
+    "char_vocab": Option("Build a character vocabulary from the training captions instead of using the checkpoint's tokenizer.", flags=("--char-vocab",)),
+    "time_budget": Option("Train for this long (600, 90s, 10m, 1.5h): the first steps' speed sets the number of steps so warm-up and decay end on time (validations come on top). Instead of --steps/--epochs.", cli_type=str),
+    "meteor": Option("Score METEOR in the final validation (it needs Java and takes a while).", flags=("--meteor/--no-meteor",)),
+    "skip_bad": Option("Skip unreadable images instead of failing.", flags=("--skip-bad",)),
+    "train_split": Option(config_only=True),
+    "grad_clip": Option(config_only=True),
+    "cache_features": Option(config_only=True),
+}
+
+
+def _finetune_caption(call, cfg) -> None:
     """Fine-tune a Chinese captioner on a pretrain checkpoint.
 
     A Transformer decoder attending to BriVL's image-tower
@@ -123,24 +134,30 @@ def finetune_caption(
 
     from wenlan_cli.plugin_api import check_outputs, checkpoint_input, folder_input
 
-    from .finetune import CaptionFinetuner, FinetuneConfig
+    from .finetune import CaptionFinetuner
 
-    check_outputs([("--out", out)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
-    cfg = FinetuneConfig(
-        checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, out=out, eval_split=eval_split, steps=steps,
-        epochs=epochs, batch_size=batch_size, lr=lr, tower_lr=tower_lr, weight_decay=weight_decay, warmup=warmup,
-        label_smoothing=label_smoothing, eval_every=eval_every, beam_size=beam_size, length_penalty=length_penalty,
-        max_len=max_len, freeze_tower=freeze_tower, train_top_blocks=train_top_blocks, train_tower=train_tower,
-        char_vocab=char_vocab, d_model=d_model, layers=layers, heads=heads, ff_dim=ff_dim, dropout=dropout,
-        max_positions=max_positions, image_size=image_size, seed=seed, device=device, workers=workers, eval_batch_size=eval_batch_size,
-        log_every=log_every, max_time=max_time, time_budget=time_budget, meteor=meteor, skip_bad=skip_bad, image_column=image_column,
-        text_column=text_column,
-    )
+    check_outputs([("--out", cfg.out)], [*checkpoint_input("--checkpoint", cfg.checkpoint), *folder_input("--data-dir", cfg.data_dir)])
     result = CaptionFinetuner(cfg).run()
     scores = result.scores
     title = f"{cfg.dataset} {cfg.eval_split}: best checkpoint (step {scores['step']}), x100"
     print_scores(scores, title)
     Console(stderr=True).print(f"Best checkpoint: {result.best}; scores in {result.out / 'scores.json'}", highlight=False)
+
+
+def _finetune_caption_command():
+    """`finetune_caption`, built when used: FinetuneConfig's module imports torch."""
+    from wenlan_cli.plugin_api import declared_command
+
+    from .finetune import FinetuneConfig
+
+    # The trainer validates the config (after the output paths are checked).
+    return declared_command(_finetune_caption, FinetuneConfig, specs=FINETUNE_OPTIONS, validate=False)
+
+
+def __getattr__(name: str):
+    if name == "finetune_caption":
+        return _finetune_caption_command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- caption
@@ -313,6 +330,6 @@ def score(
 
 def register(app: typer.Typer) -> None:
     """The task's `add_commands` hook: the core joins these to its own commands."""
-    app.command("finetune-caption")(finetune_caption)
+    add_lazy_command(app, "finetune-caption", _finetune_caption_command, help=_finetune_caption.__doc__)
     app.command("caption")(caption)
     app.command("score")(score)

@@ -8,6 +8,13 @@ generated `__signature__`), a `--config FILE` whose keys are the first dataclass
 and builds the dataclasses back: defaults < the file < options given on the command line.
 So `--help` shows the fields' own defaults, and a default shown there never overrides the
 file: only what the command line gave does.
+
+How `--help` reads (`flags_without_type`): Typer's rich help prints a type beside every
+option, so flags (--help, --skip-bad, --pretrained/--no-pretrained) would read `<bool>` as
+if they took a value; their metavar is blanked. Arguments are named in capitals
+(IMAGES_DIR), as the commands' help texts refer to them.
+
+The core's commands and a task plugin's (through `wenlan_cli.plugin_api`) both use this.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from ..option_spec import Option, option_of
+from .option_spec import Option, option_of
 
 CONFIG = "config"
 CONFIG_HELP = "JSON or YAML file with any of these options (the command line wins)."
@@ -124,7 +132,7 @@ def declared_command(body: Callable, config_cls, *more, specs: dict[str, Option]
         call = Invocation(ctx, values.pop(CONFIG), given=given)
         others = [build_cli_only(cls, values) for cls in more]
         if call.config_file is not None:
-            from ..config import load_config_file
+            from .config import load_config_file
 
             call.file_options = load_config_file(call.config_file)
         cfg = build(config_cls, call, specs, validate=validate)
@@ -150,7 +158,7 @@ def build(cls, call: Invocation, specs=None, *, validate: bool = True):
     for f, spec in declared_fields(cls, specs):
         if field_default(f) is dataclasses.MISSING and f.name not in call.file_options and cli.get(f.name) is None:
             call.ctx.fail(f"Missing option '{spec.flags[0] if spec.flags else '--' + f.name.replace('_', '-')}'.")
-    from ..config import build_config
+    from .config import build_config
 
     where = str(call.config_file) if call.config_file is not None else "options"
     return build_config(cls, call.file_options, cli, where=where, validate=validate)
@@ -172,3 +180,50 @@ def declared_option_names(command: Callable) -> dict[str, str]:
     for cls in more:
         found.update({f.name: cls.__name__ for f, spec in declared_fields(cls) if not spec.config_only})
     return found
+
+
+def add_lazy_command(app: typer.Typer, name: str, load: Callable[[], Callable], help: str) -> None:
+    """Add command `name` to `app`, its function built by `load()` only when the command
+    runs or shows its help: a declared command over a dataclass whose module imports torch
+    would otherwise import it on every start of `wenlan`. `help`: the command's docstring
+    (its first line is the command list's)."""
+
+    class LazyCommand(TyperCommand):
+        real = None
+
+        def make_context(self, info_name, args, parent=None, **extra):
+            if LazyCommand.real is None:
+                LazyCommand.real = _build_command(name, load(), self)
+            return LazyCommand.real.make_context(info_name, args, parent=parent, **extra)
+
+    def placeholder() -> None:
+        raise AssertionError("make_context runs the real command")
+
+    placeholder.__doc__ = help
+    app.command(name, cls=LazyCommand, add_help_option=False)(placeholder)
+
+
+def _build_command(name: str, function: Callable, like: TyperCommand):
+    """The click command of `function`, with the settings of the command it stands for."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=like.rich_markup_mode,
+                      context_settings=like.context_settings)
+    app.command(name)(function)
+    command = typer.main.get_group(app).commands[name]
+    flags_without_type(command)
+    return command
+
+
+def flags_without_type(command) -> None:
+    """Blank the type column of every flag of `command` and its subcommands, the help
+    option included (click creates that one per command and caches it)."""
+    params = list(command.params)
+    help_option = command.get_help_option(command.context_class(command))
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument" and param.metavar is None and param.name:
+            param.metavar = param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        flags_without_type(sub)
