@@ -89,6 +89,26 @@ class TarMember:
         return decode_image_bytes(self.read_bytes(), self.describe(), max_pixels=max_pixels)
 
 
+@dataclass(frozen=True)
+class BadSample:
+    """A sample that cannot be read (no image, an unreadable .json, cut off by a truncated
+    shard), standing in as an `ImageSource` that fails when it is loaded: the command that
+    reads it decides, with its --skip-bad, whether that stops the run (one sentence naming
+    the shard and the sample) or is skipped and counted, as for an unreadable image file."""
+
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return self.where
+
+    def read_bytes(self) -> bytes:
+        raise DataError(self.problem)
+
+    def load(self, max_pixels: int | None = MAX_IMAGE_PIXELS):
+        raise DataError(self.problem)
+
+
 # --------------------------------------------------------------------------- samples
 
 
@@ -170,6 +190,15 @@ def count_samples(path: str, partial: bool = False) -> int:
 def scan_shard(path: str, partial: bool = False) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     """[(key, {extension: (data offset, size)})] in shard order, reading headers only.
     A truncated shard raises DataError naming it, or with `partial` gives what it holds."""
+    samples, problem = scan_shard_status(path)
+    if problem is not None and not partial:
+        raise DataError(problem)
+    return samples
+
+
+def scan_shard_status(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]], str | None]:
+    """`scan_shard`'s samples as far as the shard holds them whole, and why it could not be
+    read to its end (None when it is whole)."""
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     try:
         with tarfile.open(path, "r:") as tar:
@@ -181,15 +210,15 @@ def scan_shard(path: str, partial: bool = False) -> list[tuple[str, dict[str, tu
                     samples.append((key, {}))
                 samples[-1][1][ext] = (member.offset_data, member.size)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        if partial:
-            return samples
-        raise DataError(f"shard {path} is truncated or not a tar file ({exc}).") from None
+        # The last sample read may lack members that the cut took away: it is lost too.
+        return samples[:-1], f"shard {path} is truncated or not a tar file ({exc})."
     size = os.path.getsize(path)
     if samples:
         last = max(off + n for _, files in samples for off, n in files.values())
         if last > size:
-            raise DataError(f"shard {path} is truncated (ends inside sample {samples[-1][0]}).")
-    return samples
+            cut = samples[-1][0]
+            return [(k, f) for k, f in samples if all(off + n <= size for off, n in f.values())], f"shard {path} is truncated (ends inside sample {cut})."
+    return samples, None
 
 
 def _index_split(folder: Path, index: dict, split: str) -> ShardSplit:
@@ -250,42 +279,56 @@ def resolve_shards(data_dir: str | Path, split: str, *, partial: bool = False) -
 
 def read_webdataset(data_dir: str | Path, split: str, *, skip_bad: bool = False, bad: list | None = None) -> list[ImageTextRecord]:
     """Every sample of `split` as a record whose image is read from the shard by byte range.
-    A sample without image or JSON raises DataError naming shard and key (with `skip_bad`,
-    it is left out and its message appended to `bad`)."""
+    A sample without image or readable JSON, and the samples a truncated shard lost, are
+    records whose image fails to load naming shard and key (`BadSample`), so the command's
+    --skip-bad decides; with `skip_bad` they are left out here and their messages appended
+    to `bad` (a truncated shard: one message, and none of its samples)."""
     records: list[ImageTextRecord] = []
-    for shard in resolve_shards(data_dir, split, partial=skip_bad).shards:
-        try:
-            samples = scan_shard(shard.path)
-        except DataError as exc:
-            if not skip_bad:
-                raise
+    for shard in resolve_shards(data_dir, split, partial=True).shards:
+        samples, problem = scan_shard_status(shard.path)
+        if problem is None and len(samples) < shard.samples:
+            problem = f"shard {shard.path} holds {len(samples)} samples, fewer than the {shard.samples} its index lists (it is truncated)."
+        if problem is not None and skip_bad:
             if bad is not None:
-                bad.append(str(exc))
+                bad.append(problem)
             continue
         with open(shard.path, "rb") as handle:
             for key, files in samples:
-                where = f"shard {shard.path}, sample {key}"
-                try:
-                    ext = image_extension(files)
-                    if ext is None:
-                        raise DataError(f"{where}: the sample has no image (.jpg, .png, .webp...).")
-                    raw = None
-                    if "json" in files:
-                        handle.seek(files["json"][0])
-                        raw = handle.read(files["json"][1])
-                    meta = parse_meta(raw, where)
-                except DataError as exc:
-                    if not skip_bad:
-                        raise
+                record = _shard_record(handle, shard.path, key, files)
+                if skip_bad and isinstance(record.image_source, BadSample):
                     if bad is not None:
-                        bad.append(str(exc))
+                        bad.append(record.image_source.problem)
                     continue
-                offset, size = files[ext]
-                extra = {"text_ids": [str(t) for t in meta["text_ids"]]} if isinstance(meta.get("text_ids"), list) else {}
-                extra["shard_key"] = key
-                records.append(ImageTextRecord(
-                    image_id=meta["id"], image_path=Path(shard.path), captions=meta["captions"], boxes=meta.get("boxes"),
-                    meta=extra, image_source=TarMember(shard.path, key, offset, size),
-                ))
+                records.append(record)
+        if problem is not None:  # the lost samples (their count from the index; one when it is unknown)
+            name = Path(shard.path).name
+            for n in range(max(shard.samples - len(samples), 1)):
+                where = f"shard {shard.path}, sample #{len(samples) + n}"
+                records.append(ImageTextRecord(image_id=f"{name}:#{len(samples) + n}", image_path=Path(shard.path), captions=[],
+                                               image_source=BadSample(where, f"{problem.rstrip('.')}; sample #{len(samples) + n} is lost.")))
     return records
 
+
+def _shard_record(handle, shard: str, key: str, files: dict) -> ImageTextRecord:
+    """The record of one sample (`files` from `scan_shard`); a `BadSample` image when it has
+    no image or its .json cannot be read."""
+    where = f"shard {shard}, sample {key}"
+    try:
+        ext = image_extension(files)
+        if ext is None:
+            raise DataError(f"{where}: the sample has no image (.jpg, .png, .webp...).")
+        raw = None
+        if "json" in files:
+            handle.seek(files["json"][0])
+            raw = handle.read(files["json"][1])
+        meta = parse_meta(raw, where)
+    except DataError as exc:
+        return ImageTextRecord(image_id=where, image_path=Path(shard), captions=[], meta={"shard_key": key},
+                               image_source=BadSample(where, str(exc)))
+    offset, size = files[ext]
+    extra = {"text_ids": [str(t) for t in meta["text_ids"]]} if isinstance(meta.get("text_ids"), list) else {}
+    extra["shard_key"] = key
+    return ImageTextRecord(
+        image_id=meta["id"], image_path=Path(shard), captions=meta["captions"], boxes=meta.get("boxes"),
+        meta=extra, image_source=TarMember(shard, key, offset, size),
+    )
