@@ -1,9 +1,11 @@
 """The training split as a stream of webdataset shards (``--dataset webdataset``).
 
-What `Pretrainer` needs from a training split, without holding it: the number of
-images (for the plan), the characters of its captions (for a from-scratch vocabulary,
-from the index's counts), and a DataLoader that starts at any batch. Kept apart from
-the trainer so that any trainer can take it.
+What a trainer needs from a training split, without holding it: the number of images
+and the batches of an epoch (for the plan), the characters of its captions (for a
+from-scratch vocabulary, from the index's counts), and a DataLoader that starts at any
+batch. Kept apart from the trainers so that each takes it: `Pretrainer` with its text
+tower's tokenizer and length, `finetune-caption` (through `wenlan_cli.plugin_api`) with
+its decoder's tokenizer and `max_positions`; a batch is `PairCollator`'s dict either way.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ def usable_workers(requested: int, lanes: int) -> int:
 
 
 class ShardTrainData:
-    def __init__(self, data_dir: str) -> None:
-        self.split: ShardSplit = resolve_shards(data_dir, "train")
+    def __init__(self, data_dir: str, split: str = "train") -> None:
+        self.split: ShardSplit = resolve_shards(data_dir, split)
         if not self.split.shards:
-            raise DataError(f"--data-dir {data_dir} names no training shards.")
+            raise DataError(f"--data-dir {data_dir} names no {split} shards.")
 
     @property
     def images(self) -> int:
@@ -47,7 +49,7 @@ class ShardTrainData:
         counts: Counter = Counter()
         for shard in self.split.shards:
             with open(shard.path, "rb") as handle:
-                for key, files in scan_shard(shard.path):
+                for key, files in scan_shard(shard.path, partial=True):  # a truncated shard: reported by the stream
                     if "json" in files:
                         handle.seek(files["json"][0])
                         try:
@@ -57,14 +59,26 @@ class ShardTrainData:
                         count_chars(meta["captions"], counts)
         return counts
 
+    def char_vocab(self) -> list[str]:
+        """The character vocabulary of the captions (`build_char_vocab`'s, from the counts)."""
+        from ..models.tokenizer import vocab_from_counts
+
+        return vocab_from_counts(self.char_counts())
+
+    def batches_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        """Steps per pass over the split with `batch_size` per process."""
+        return self.stream(None, batch_size=batch_size, seed=0, rank=0, world_size=world_size).batches_per_epoch
+
     def stream(self, batcher: PairBatcher | None, *, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int = 0) -> ShardStream:
         return ShardStream(
             self.split, batcher, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
             lanes=LANES, start_batch=start_batch, buffer=DEFAULT_BUFFER,
         )
 
-    def loader(self, tokenizer, max_length: int, settings: ImageSettings, *, batch_size: int, seed: int, rank: int,
-               world_size: int, start_batch: int, workers: int, pin_memory: bool):
+    def loader(self, tokenizer, max_length: int, settings: ImageSettings, *, batch_size: int, seed: int, rank: int = 0,
+               world_size: int = 1, start_batch: int = 0, workers: int = 0, pin_memory: bool = False):
+        """Endless batches of process `rank` from batch `start_batch` on: images decoded and
+        captions (one per sample, drawn per epoch) tokenised to `max_length` in the workers."""
         stream = self.stream(PairBatcher(tokenizer, max_length, settings, seed), batch_size=batch_size, seed=seed,
                              rank=rank, world_size=world_size, start_batch=start_batch)
         return stream_loader(stream, usable_workers(workers, stream.own), pin_memory=pin_memory)
