@@ -176,3 +176,34 @@ def test_shards_without_an_index_are_counted_and_their_characters_read(tmp_path)
     assert data.images == 9 and [s.samples for s in data.split.shards] == [5, 4]
     assert data.char_counts() == count_chars(CAPTIONS * 9)
     assert [usable_workers(n, 8) for n in (0, 1, 2, 3, 4, 7, 8, 12)] == [0, 1, 2, 2, 4, 4, 8, 8]
+
+
+def test_a_shard_sample_gives_the_pixels_of_its_image_file(tmp_path):
+    """A large JPEG is decoded at reduced scale from a file (Image.draft); its copy in a
+    shard, by byte range or from the stream, gives the same pixels and boxes."""
+    import numpy as np
+
+    from wenlan_cli.data.images import load_image
+    from wenlan_cli.data.prepare import prepare_image_array
+    from wenlan_cli.data.records import ImageTextRecord
+    from wenlan_cli.data.shards import TarMember, scan_shard
+    from wenlan_cli.data.stream import BytesImage
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    (tmp_path / "a.jpg").write_bytes(data)
+    with open(tmp_path / "train-000000.tar", "wb") as handle:
+        writer = webdataset.TarWriter(handle, mtime=0)
+        writer.write({"__key__": "000000000", "jpg": data, "json": b'{"captions": ["x"]}'})
+        writer.close()
+    offset, size = scan_shard(str(tmp_path / "train-000000.tar"))[0][1]["jpg"]
+    settings = ImageSettings(image_size=96, max_regions=2, grid_size=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    boxes = [[10, 20, 300, 400]]
+    pixels, placed = prepare_image_array(ImageTextRecord("a", tmp_path / "a.jpg", ["x"], boxes), settings)
+    full = np.array(load_image(tmp_path / "a.jpg").resize((96, 96), Image.BILINEAR, reducing_gap=None))
+    assert not np.array_equal(full, pixels)  # the file's path decoded at reduced scale
+    for source in (TarMember(str(tmp_path / "train-000000.tar"), "000000000", offset, size), BytesImage(data, "shard, sample")):
+        got, got_boxes = prepare_image_array(ImageTextRecord("a", tmp_path / "a.jpg", ["x"], boxes, image_source=source), settings)
+        assert np.array_equal(got, pixels) and np.array_equal(got_boxes, placed)

@@ -253,7 +253,21 @@ def load_image_resized(
     level (mean absolute difference) of the full decode; every other image is identical.
     """
     path = Path(path)
-    image = _open(path, max_pixels)
+    return _resized(_open(path, max_pixels), path, size)
+
+
+def decode_image_bytes_resized(
+    data: bytes, source: str, size: int, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_image_resized` for an encoded image held in memory (a sample of a shard): the
+    pixels its image file gives, so a dataset reads the same from shards as from files."""
+    if not data:
+        raise DataError(f"{source}: the image data is empty (0 bytes).")
+    return _resized(_open_stream(io.BytesIO(data), source, max_pixels, "data"), source, size)
+
+
+def _resized(image: Image.Image, path, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_image_resized` of an opened image (`path` names it in messages); closes it."""
     try:
         stored_w, stored_h = image.size
         box = None

@@ -74,8 +74,11 @@ def prepare_image_array(record: ImageTextRecord, settings: ImageSettings) -> tup
     and (R, 4) float32 boxes. Image files go through `load_image_resized` (no full-size
     copy; large JPEGs decoded at a reduced scale)."""
     s = settings.image_size
-    if getattr(record, "image_source", None) is None:
+    source = getattr(record, "image_source", None)
+    if source is None:
         image, size = load_image_resized(record.image_path, s)
+    elif hasattr(source, "load_resized"):  # a shard's sample: the pixels its image file gives
+        image, size = source.load_resized(s)
     else:
         image = load_record_image(record)
         size = image.size

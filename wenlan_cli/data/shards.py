@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .images import MAX_IMAGE_PIXELS, decode_image_bytes
+from .images import MAX_IMAGE_PIXELS, decode_image_bytes, decode_image_bytes_resized
 from .records import ImageTextRecord
 
 FORMAT = "wenlan-webdataset"
@@ -88,6 +88,10 @@ class TarMember:
     def load(self, max_pixels: int | None = MAX_IMAGE_PIXELS):
         return decode_image_bytes(self.read_bytes(), self.describe(), max_pixels=max_pixels)
 
+    def load_resized(self, size: int):
+        """(image at size x size, displayed size), as `load_image_resized` gives the file."""
+        return decode_image_bytes_resized(self.read_bytes(), self.describe(), size)
+
 
 @dataclass(frozen=True)
 class BadSample:
@@ -106,6 +110,9 @@ class BadSample:
         raise DataError(self.problem)
 
     def load(self, max_pixels: int | None = MAX_IMAGE_PIXELS):
+        raise DataError(self.problem)
+
+    def load_resized(self, size: int):
         raise DataError(self.problem)
 
 

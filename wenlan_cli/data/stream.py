@@ -40,7 +40,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import DataError
-from .images import decode_image_bytes
+from .images import decode_image_bytes, decode_image_bytes_resized
 from .pipeline import BadImage, PairCollator, prepare_image, stable_id
 from .prepare import ImageSettings
 from .records import ImageTextRecord
@@ -61,6 +61,10 @@ class BytesImage:
 
     def load(self):
         return decode_image_bytes(self.data, self.where)
+
+    def load_resized(self, size: int):
+        """(image at size x size, displayed size), as `load_image_resized` gives the file."""
+        return decode_image_bytes_resized(self.data, self.where, size)
 
 
 @dataclass(frozen=True)
