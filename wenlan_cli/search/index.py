@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.files import read_json, read_json_lines
 from ..data.paths import InsideResolver, quote_value
 from ..data.records import ImageTextRecord
 from ..data.imagefiles import collect_image_paths
@@ -199,15 +200,8 @@ def bundle_identity(bundle_dir: str | Path | None) -> dict:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; {what}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON ({exc}).") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path} is not a JSON object.")
-    return data
+    """A JSON object file; `what` says, when it does not exist, what that means."""
+    return read_json(path, expect=dict, missing=what)
 
 
 def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
@@ -245,17 +239,12 @@ def load_index(index_dir: str | Path, mmap: bool = False) -> ImageIndex:
     rows: list[IndexRow] = []
     rows_inside = InsideResolver(images_dir, "manifest path")
     number = 0
+    damaged = f"the index {directory} is damaged (rebuild it with --rebuild)"
     try:
-        with open(manifest_path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                item = json.loads(line)
-                path = rows_inside.check_written(item["path"], f"{manifest_path} line {number}")
-                rows.append(IndexRow(path, int(item["size"]), int(item["mtime_ns"]), item.get("sha256")))
-    except FileNotFoundError:
-        raise DataError(f"{manifest_path} is missing; the index {directory} is damaged (rebuild it with --rebuild).") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        for number, item in read_json_lines(manifest_path, missing=damaged):
+            path = rows_inside.check_written(item["path"], f"{manifest_path} line {number}")
+            rows.append(IndexRow(path, int(item["size"]), int(item["mtime_ns"]), item.get("sha256")))
+    except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{manifest_path} line {number}: not a manifest row ({exc}).") from None
     if len(rows) != count:
         raise DataError(f"{manifest_path} has {len(rows)} rows, but {INDEX_FILE} says {count}.")

@@ -109,7 +109,7 @@ def test_caption_refuses_two_images_with_the_same_name(caption_run, cap_data, ca
         (["caption", "IMG", "--checkpoint", "MISSING"], 1, "does not exist"),
         (["caption", "MISSING", "--checkpoint", "CKPT"], 1, "does not exist"),
         (["caption", "IMG", "--checkpoint", "CKPT", "--beam-size", "0"], 2, "--beam-size"),
-        (["score", "--pred", "MISSING", "--ref", "REF"], 1, "no such file"),
+        (["score", "--pred", "MISSING", "--ref", "REF"], 1, "does not exist"),
         (["score", "--pred", "EMPTYPRED", "--ref", "REF"], 1, "empty list"),
         (["finetune-caption", "--checkpoint", "PRETRAIN", "--freeze-tower", "--train-top-blocks", "1"], 2, "not both"),
         (["finetune-caption", "--checkpoint", "PRETRAIN", "--train-top-blocks", "99", "--data-dir", "DATA", "--out", "OUT"], 2, "choose 0 to"),

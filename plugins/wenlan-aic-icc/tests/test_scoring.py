@@ -334,7 +334,7 @@ def test_bad_workers_is_a_usage_error(data):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("", r"the file is empty"),
+        ("", r"is empty; expected JSON"),
         ("[{", r"not valid JSON \(.* line 1, column 3\)"),
         ('{"image_id": "a.jpg"}', r"holds an object at the top level; expected a JSON list"),
         ('[{"image_id": "a.jpg", "caption": "x"}, 3]', r"entry 1: is a number"),
@@ -367,7 +367,7 @@ def test_reference_file_errors_name_file_and_entry(tmp_path, content, message):
 
 
 def test_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="nope.json does not exist"):
         score_files(tmp_path / "nope.json", tmp_path / "ref.json")
     assert os.path.exists(tmp_path)
 

@@ -50,7 +50,6 @@ threads, e.g. torch's), so a script that calls this must do so under
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -63,7 +62,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from wenlan_cli.plugin_api import DataError, json_type_name, quote_value, usable_cores, UsageError
+from wenlan_cli.plugin_api import DataError, json_type_name, quote_value, read_json, usable_cores, UsageError
 
 from wenlan_aic_icc import _tasks
 from wenlan_aic_icc._java import (
@@ -112,30 +111,6 @@ class ScoringWarning(UserWarning):
 # --------------------------------------------------------------------------- files
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}: line {line} is not valid UTF-8.") from None
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty.")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).") from None
-    except (ValueError, RecursionError) as exc:
-        raise DataError(f"{path}: not valid JSON ({str(exc)[:120]}).") from None
-
-
 def _image_id(value: object, where: str, field: str = "image_id") -> str:
     if isinstance(value, str) and value:
         return value
@@ -163,7 +138,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
     file and entry for anything else, including an image id given twice.
     """
     path = Path(path)
-    entries = _entries(_read_json(path), path, 'a JSON list of {"image_id": ..., "caption": "..."} objects')
+    entries = _entries(read_json(path), path, 'a JSON list of {"image_id": ..., "caption": "..."} objects')
     out: dict[str, str] = {}
     first: dict[str, int] = {}
     for i, entry in enumerate(entries):
@@ -183,7 +158,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
 
 def _read_references(path: Path) -> tuple[dict[str, list[str]], bool]:
     """(image id -> references, whether they are already segmented)."""
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         return _read_coco_references(data, path), True
     entries = _entries(
