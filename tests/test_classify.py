@@ -209,3 +209,32 @@ def test_evaluate_refuses_unknown_gold_labels(model, images):
     result = classify(model, images[:2], COLOURS[:2], TEMPLATES)
     with pytest.raises(DataError, match="not one of the labels"):
         evaluate(result, ["红色", "白色"])
+
+
+def test_classification_inputs_and_output_rows(by_label, labels_file, tmp_path):
+    """What `wenlan classify` runs on and writes, without a model: the images and labels
+    (--eval: gold labels from the sub-folders), then the CSV/JSON rows of a result."""
+    from pathlib import Path
+
+    from wenlan_cli.classify import Classification, accuracy_rows, classification_inputs, prediction_items, prediction_rows
+
+    inputs = classification_inputs([by_label], None, evaluate=True)
+    assert inputs.labels == sorted(COLOURS[:3]) and len(inputs.paths) == 8
+    assert inputs.gold_of(inputs.paths[:1]) == [inputs.paths[0].parent.name]
+    assert classification_inputs([by_label], labels_file, evaluate=False).labels == COLOURS
+    with pytest.raises(UsageError, match="give --labels FILE"):
+        classification_inputs([by_label], None, evaluate=False)
+    with pytest.raises(UsageError, match="--eval takes one folder"):
+        classification_inputs([by_label, by_label], None, evaluate=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        classification_inputs([tmp_path / "empty"], labels_file, evaluate=False)
+
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.4]])
+    result = Classification(paths=[Path("a.jpg"), Path("b.jpg")], labels=["猫", "狗"], scores=scores,
+                            probabilities=torch.tensor([[0.75, 0.25], [0.4, 0.6]]),
+                            top_scores=torch.tensor([[0.9, 0.1], [0.4, 0.2]]), top_indices=torch.tensor([[0, 1], [1, 0]]))
+    assert prediction_rows(result)[2] == ["b.jpg", 1, "狗", "0.400000", "0.600000"]
+    assert prediction_items(result)[0]["predictions"][1] == {"rank": 2, "label": "狗", "score": pytest.approx(0.1), "probability": 0.25}
+    report = evaluate(result, ["猫", "猫"])
+    assert accuracy_rows(report) == [["猫", 2, 1, 2, 50.0, 100.0], ["(all)", 2, 1, 2, 50.0, 100.0]]

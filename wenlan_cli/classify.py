@@ -32,13 +32,20 @@ from .data.files import read_text
 from .errors import DataError, UsageError
 
 __all__ = [
+    "ACCURACY_COLUMNS",
     "DEFAULT_TEMPLATES",
+    "PREDICTION_COLUMNS",
     "Classification",
+    "ClassifyInputs",
+    "accuracy_rows",
     "check_templates",
+    "classification_inputs",
     "classify",
     "evaluate",
     "folder_labels",
     "label_embeddings",
+    "prediction_items",
+    "prediction_rows",
     "read_labels",
 ]
 
@@ -222,3 +229,61 @@ def evaluate(result: Classification, gold_labels: Sequence[str]) -> dict:
         "labels": len(result.labels), "per_class": per_class,
         "skipped": [{"path": str(p), "error": m} for p, m in result.failures],
     }
+
+
+@dataclass
+class ClassifyInputs:
+    """What `wenlan classify` runs on: the image files, the labels and, with --eval, the
+    gold label (sub-folder name) of each image."""
+
+    paths: list[Path]
+    labels: list[str]
+    gold: dict[Path, str] | None = None
+
+    def gold_of(self, paths: Sequence[Path]) -> list[str]:
+        """The gold labels of `paths` (the images a Classification kept), in their order."""
+        return [self.gold[p] for p in paths]
+
+
+def classification_inputs(images: Sequence[str | Path], labels_file: str | Path | None, evaluate: bool) -> ClassifyInputs:
+    """The images under `images` and the labels of `labels_file`; with `evaluate`, `images`
+    is one folder of sub-folders named after the labels (which default to those names)."""
+    from .data.imagefiles import collect_image_paths
+
+    images = [Path(p) for p in images]
+    if evaluate and (len(images) != 1 or not images[0].is_dir()):
+        raise UsageError("--eval takes one folder holding a sub-folder of images per label.")
+    if not evaluate and labels_file is None:
+        raise UsageError("give --labels FILE (one label per line).")
+    paths = collect_image_paths(images)
+    if not paths:
+        raise DataError(f"no images (jpg, png, webp, bmp) found in {', '.join(map(str, images))}.")
+    if not evaluate:
+        return ClassifyInputs(paths, read_labels(labels_file))
+    gold = folder_labels(images[0], paths)
+    labels = read_labels(labels_file) if labels_file is not None else sorted(set(gold))
+    return ClassifyInputs(paths, labels, dict(zip(paths, gold)))
+
+
+def prediction_items(result: Classification) -> list[dict]:
+    """Per image, its path and ranked predictions (what `--json` writes)."""
+    return [{"path": str(p), "predictions": [{"rank": r, "label": label, "score": s, "probability": prob}
+                                             for r, (label, s, prob) in enumerate(preds, 1)]}
+            for p, preds in zip(result.paths, result.top())]
+
+
+def prediction_rows(result: Classification) -> list[list]:
+    """One row per image and rank: path, rank, label, score, probability (what `--csv` writes)."""
+    return [[str(p), r, label, f"{s:.6f}", f"{prob:.6f}"]
+            for p, preds in zip(result.paths, result.top()) for r, (label, s, prob) in enumerate(preds, 1)]
+
+
+def accuracy_rows(report: dict) -> list[list]:
+    """One row per class of an `evaluate` report, then "(all)" (what `--eval --csv` writes)."""
+    rows = [[c[col] for col in ACCURACY_COLUMNS] for c in report["per_class"]]
+    rows.append(["(all)", *(report[col] for col in ACCURACY_COLUMNS[1:])])
+    return rows
+
+
+PREDICTION_COLUMNS = ["path", "rank", "label", "score", "probability"]
+ACCURACY_COLUMNS = ["label", "images", "top1_correct", "top5_correct", "top1", "top5"]

@@ -13,9 +13,6 @@ import typer
 
 Opt = typer.Option
 
-PREDICTION_COLUMNS = ["path", "rank", "label", "score", "probability"]
-ACCURACY_COLUMNS = ["label", "images", "top1_correct", "top5_correct", "top1", "top5"]
-
 
 def _write(path: Path, text: str) -> None:
     """Write `text` to `path`, or to stdout for "-"."""
@@ -53,105 +50,108 @@ def classify(
 
     Scores each image against every label (prompt-ensembled
     text vectors) and report the top-k labels, or accuracy with --eval."""
-    import os
-
     from rich.console import Console
-    from ..engine.progress import counting_progress
-    from rich.table import Table
 
     from .. import classify as zs
     from ..api import load
-    from ..encode import collect_image_paths
-    from ..errors import DataError, UsageError
+    from .options import inference_workers
+
+    dev = _check_options(images, checkpoint, labels, k, csv_out, json_out, device=device, precision=precision,
+                         batch_size=batch_size, workers=workers)
+    templates = zs.check_templates(template)
+    inputs = zs.classification_inputs(images, labels, evaluate)
+    err = Console(stderr=True)
+    model, _, _ = load(checkpoint, device=dev)
+    result = _classify(model, inputs, templates, err, k=k, batch_size=batch_size, workers=inference_workers(workers),
+                       skip_bad=skip_bad, precision=precision)
+    for path, message in result.failures:
+        err.print(f"skipped {message}", markup=False, highlight=False)
+    if evaluate:
+        _report_accuracy(result, inputs, templates, csv_out, json_out, err)
+    else:
+        _report_predictions(result, inputs.labels, templates, csv_out, json_out, err)
+
+
+def _check_options(images, checkpoint, labels, k, csv_out, json_out, **inference):
+    """Every option checked before the model loads; returns the torch device."""
+    from ..errors import UsageError
+    from ..output_paths import check_outputs, checkpoint_input, file_input, path_input
     from .options import check_file_output, check_inference_options
 
     if k < 1:
         raise UsageError(f"-k must be at least 1, not {k}.")
-    dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
+    dev = check_inference_options(**inference)
     check_file_output("--csv", csv_out)
     check_file_output("--json", json_out)
     if csv_out is not None and json_out is not None and str(csv_out) == "-" and str(json_out) == "-":
         raise UsageError("--csv - and --json - cannot both write to stdout.")
-    from ..output_paths import check_outputs, checkpoint_input, file_input, path_input
-
     check_outputs(
         [("--csv", csv_out), ("--json", json_out)],
         [*(i for p in images for i in path_input("IMAGES", p)), *file_input("--labels", labels),
          *checkpoint_input("--checkpoint", checkpoint)],
     )
-    templates = zs.check_templates(template)
-    if evaluate:
-        if len(images) != 1 or not images[0].is_dir():
-            raise UsageError("--eval takes one folder holding a sub-folder of images per label.")
-        root = images[0]
-    elif labels is None:
-        raise UsageError("give --labels FILE (one label per line).")
-    paths = collect_image_paths(images)
-    if not paths:
-        raise DataError(f"no images (jpg, png, webp, bmp) found in {', '.join(map(str, images))}.")
-    if evaluate:
-        gold_all = zs.folder_labels(root, paths)
-        label_list = zs.read_labels(labels) if labels is not None else sorted(set(gold_all))
-    else:
-        label_list = zs.read_labels(labels)
+    return dev
 
-    err = Console(stderr=True)
-    model, _, _ = load(checkpoint, device=dev)
-    vectors = zs.label_embeddings(model, label_list, templates)
-    n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+
+def _classify(model, inputs, templates, err, **options):
+    """The classification with a progress bar on stderr."""
+    from .. import classify as zs
+    from ..engine.progress import counting_progress
+
+    vectors = zs.label_embeddings(model, inputs.labels, templates)
     progress = counting_progress("classifying", err)
     with progress:
-        task = progress.add_task("classify", total=len(paths))
-        result = zs.classify(
-            model, paths, label_list, k=k, label_vectors=vectors, batch_size=batch_size, workers=n_workers,
-            skip_bad=skip_bad, precision=precision, on_batch=lambda n: progress.advance(task, n),
-        )
-    for path, message in result.failures:
-        err.print(f"skipped {message}", markup=False, highlight=False)
-    to_stdout = "-" in (str(csv_out), str(json_out))
+        task = progress.add_task("classify", total=len(inputs.paths))
+        return zs.classify(model, inputs.paths, inputs.labels, label_vectors=vectors,
+                           on_batch=lambda n: progress.advance(task, n), **options)
 
-    if evaluate:
-        kept = {p: g for p, g in zip(paths, gold_all)}
-        report = zs.evaluate(result, [kept[p] for p in result.paths])
-        report["templates"] = templates
-        if csv_out is not None:
-            rows = [[c[col] for col in ACCURACY_COLUMNS] for c in report["per_class"]]
-            rows.append(["(all)", report["images"], report["top1_correct"], report["top5_correct"], report["top1"], report["top5"]])
-            _write(csv_out, _csv_text(ACCURACY_COLUMNS, rows))
-        if json_out is not None:
-            _write(json_out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-        if not to_stdout:
-            table = Table(title="Zero-shot accuracy (%)", caption=f"{len(label_list)} labels, {len(templates)} templates")
-            for col, justify in zip(ACCURACY_COLUMNS, ["left"] + ["right"] * 5):
-                table.add_column(col.replace("_", " "), justify=justify)
-            for c in report["per_class"]:
-                table.add_row(c["label"], str(c["images"]), str(c["top1_correct"]), str(c["top5_correct"]),
-                              f"{c['top1']:.2f}", f"{c['top5']:.2f}")
-            table.add_row("all", str(report["images"]), str(report["top1_correct"]), str(report["top5_correct"]),
-                          f"{report['top1']:.2f}", f"{report['top5']:.2f}", style="bold")
-            Console().print(table)
-        err.print(f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%  over {report['images']} images",
-                  markup=False, highlight=False)
-        return
 
-    top = result.top()
+def _report_accuracy(result, inputs, templates, csv_out, json_out, err) -> None:
+    """--eval: the accuracy report to --csv / --json, a table unless one of them is stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import classify as zs
+
+    report = zs.evaluate(result, inputs.gold_of(result.paths))
+    report["templates"] = templates
     if csv_out is not None:
-        rows = [[str(p), r, label, f"{s:.6f}", f"{prob:.6f}"]
-                for p, preds in zip(result.paths, top) for r, (label, s, prob) in enumerate(preds, 1)]
-        _write(csv_out, _csv_text(PREDICTION_COLUMNS, rows))
+        _write(csv_out, _csv_text(zs.ACCURACY_COLUMNS, zs.accuracy_rows(report)))
     if json_out is not None:
-        items = [{"path": str(p), "predictions": [{"rank": r, "label": label, "score": s, "probability": prob}
-                                                   for r, (label, s, prob) in enumerate(preds, 1)]}
-                 for p, preds in zip(result.paths, top)]
-        _write(json_out, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        _write(json_out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    if "-" not in (str(csv_out), str(json_out)):
+        table = Table(title="Zero-shot accuracy (%)", caption=f"{len(inputs.labels)} labels, {len(templates)} templates")
+        for col, justify in zip(zs.ACCURACY_COLUMNS, ["left"] + ["right"] * 5):
+            table.add_column(col.replace("_", " "), justify=justify)
+        rows = zs.accuracy_rows(report)
+        for i, (label, images, top1_correct, top5_correct, top1, top5) in enumerate(rows):
+            total = i == len(rows) - 1  # the last row is all classes together
+            table.add_row("all" if total else label, str(images), str(top1_correct), str(top5_correct),
+                          f"{top1:.2f}", f"{top5:.2f}", style="bold" if total else None)
+        Console().print(table)
+    err.print(f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%  over {report['images']} images",
+              markup=False, highlight=False)
+
+
+def _report_predictions(result, labels, templates, csv_out, json_out, err) -> None:
+    """The top-k labels to --csv / --json, or as a table when neither is given."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import classify as zs
+
+    if csv_out is not None:
+        _write(csv_out, _csv_text(zs.PREDICTION_COLUMNS, zs.prediction_rows(result)))
+    if json_out is not None:
+        _write(json_out, json.dumps(zs.prediction_items(result), ensure_ascii=False, indent=1) + "\n")
     for written in (csv_out, json_out):
         if written is not None and str(written) != "-":
             err.print(f"Wrote {written}", markup=False, highlight=False)
     if csv_out is None and json_out is None:
-        width = len(top[0]) if top else 0
-        table = Table(title="Zero-shot labels (cosine score)", caption=f"{len(label_list)} labels, {len(templates)} templates")
+        top = result.top()
+        table = Table(title="Zero-shot labels (cosine score)", caption=f"{len(labels)} labels, {len(templates)} templates")
         table.add_column("image", overflow="fold")
-        for r in range(1, width + 1):
+        for r in range(1, (len(top[0]) if top else 0) + 1):
             table.add_column(f"#{r}")
         for p, preds in zip(result.paths, top):
             table.add_row(str(p), *(f"{label} {s:.3f}" for label, s, _ in preds))

@@ -34,3 +34,11 @@ def check_file_output(option: str, path) -> None:
             if not parent.is_dir():
                 raise UsageError(f"{option} {path}: {parent} is a file, so nothing can be written inside it.")
             break
+
+
+def inference_workers(workers: int | None) -> int:
+    """--workers of the commands that encode images (classify, encode, index): as given,
+    else up to 4 DataLoader processes, leaving one core to the model."""
+    import os
+
+    return min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
