@@ -49,14 +49,13 @@ def _conflict(name: str, owners: list) -> typer.core.TyperCommand:
     return typer.main.get_group(app).commands[name]
 
 
-def add_task_commands(group) -> dict[str, list[str]]:
-    """Add every installed task's commands to the core's click `group`; returns task name ->
-    the command names it added. Failures are recorded for `wenlan plugins`, never raised."""
+def add_task_commands(group) -> None:
+    """Add every installed task's commands to the core's click `group`. Failures are
+    recorded for `wenlan plugins`, never raised."""
     from ..tasks import all_tasks, record_failure
 
     core = set(group.commands)
     owners: dict[str, list] = {}
-    added: dict[str, list[str]] = {}
     for task in all_tasks():
         try:
             commands = commands_of(task)
@@ -68,6 +67,4 @@ def add_task_commands(group) -> dict[str, list[str]]:
                 record_failure(task, "adds a command wenlan already has", f"{name} (left out)")
                 continue
             owners.setdefault(name, []).append(task)
-            added.setdefault(task.name, []).append(name)
             group.add_command(command if len(owners[name]) == 1 else _conflict(name, owners[name]), name)
-    return added
