@@ -103,7 +103,7 @@ def parse_config(name: str, default_workers: int) -> tuple[str, int, int | None]
 
 
 def make_loader(dataset, sampler, collator, batch_size: int, workers: int) -> DataLoader:
-    """The DataLoader exactly as `Pretrainer._run` builds it on a CPU."""
+    """The DataLoader exactly as `Pretrainer.make_loader` builds it on a CPU."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -117,7 +117,7 @@ def make_loader(dataset, sampler, collator, batch_size: int, workers: int) -> Da
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="default,w0,w1,w1t1", help="comma list of default, wN, wNtM")
     parser.add_argument("--variants", default="synth128,photo640")
@@ -132,180 +132,219 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.records, args.photo_files, args.rounds, args.steps, args.pipeline_batches = 320, 64, 1, 4, 6
+    return args
 
-    from wenlan_cli.config import TrainConfig
-    from wenlan_cli.data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler, tokenize_all
-    from wenlan_cli.models.registry import create_model, get_model_config
-    from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
-    from wenlan_cli.engine.distributed import DistContext
-    from wenlan_cli.train.loop import Pretrainer, default_workers
 
-    default_threads = torch.get_num_threads()
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="wenlan-data-bench-")
-        root = Path(tmp.name)
-    else:
-        root = args.workdir
-        root.mkdir(parents=True, exist_ok=True)
-    try:
-        setup_start = time.perf_counter()
-        records = synth_records(root, args.records)
-        variants = {}
-        for name in args.variants.split(","):
-            if name == "synth128":
-                variants[name] = records
-            elif name == "photo640":
-                variants[name] = photo_records(root, records, args.photo_files)
-            elif name:
-                raise SystemExit(f"unknown variant {name!r}")
-        setup_s = time.perf_counter() - setup_start
+def build_variants(root: Path, args: argparse.Namespace) -> tuple[list, dict[str, list]]:
+    """The synthetic records and, per requested variant, the records whose images it times."""
+    records = synth_records(root, args.records)
+    variants = {}
+    for name in args.variants.split(","):
+        if name == "synth128":
+            variants[name] = records
+        elif name == "photo640":
+            variants[name] = photo_records(root, records, args.photo_files)
+        elif name:
+            raise SystemExit(f"unknown variant {name!r}")
+    return records, variants
 
-        config = get_model_config("brivl-tiny")
-        settings = ImageSettings.from_config(config.image)
-        max_length = config.text.max_length
 
-        # Tokenising once, as `Pretrainer._run` does (one tokenize_all call per record).
-        tokenizer = tokenizer_from_vocab(build_char_vocab(c for r in records for c in r.captions))
-        start = time.perf_counter()
-        token_ids = [tokenize_all(tokenizer, r.captions, max_length) for r in records]
-        tokenize_s = time.perf_counter() - start
-        captions = sum(len(r.captions) for r in records)
-        start = time.perf_counter()
-        flat = tokenize_all(tokenizer, [c for r in records for c in r.captions], max_length)
-        tokenize_batched_s = time.perf_counter() - start
-        assert flat == [ids for per_record in token_ids for ids in per_record]
+def time_tokenizing(tokenizer, records, max_length: int) -> tuple[list, dict]:
+    """Token ids per record, tokenised once as `Pretrainer._run` does (one `tokenize_all`
+    call per record), and the cost of that against one batched call."""
+    from wenlan_cli.data.pipeline import tokenize_all
 
-        collator = PairCollator(settings.max_regions, tokenizer.pad_token_id or 0)
-        caption_counts = [len(r.captions) for r in records]
+    start = time.perf_counter()
+    token_ids = [tokenize_all(tokenizer, r.captions, max_length) for r in records]
+    tokenize_s = time.perf_counter() - start
+    captions = sum(len(r.captions) for r in records)
+    start = time.perf_counter()
+    flat = tokenize_all(tokenizer, [c for r in records for c in r.captions], max_length)
+    tokenize_batched_s = time.perf_counter() - start
+    assert flat == [ids for per_record in token_ids for ids in per_record]
+    return token_ids, {
+        "captions": captions,
+        "seconds": round(tokenize_s, 3),
+        "captions_per_s": round(captions / tokenize_s, 1),
+        "batched_seconds": round(tokenize_batched_s, 3),
+        "estimated_s_for_10k_x5": round(tokenize_s / captions * 50_000, 2),
+    }
 
-        def sampler():
-            return PairSampler(caption_counts, args.batch_size, seed=0)
+
+class StepRunner:
+    """The real train step (`Pretrainer.train_step`) of brivl-tiny, timed over `count` batches."""
+
+    def __init__(self, config, tokenizer, batch_size: int) -> None:
+        from wenlan_cli.config import TrainConfig
+        from wenlan_cli.engine.distributed import DistContext
+        from wenlan_cli.models.registry import create_model
+        from wenlan_cli.train.loop import Pretrainer
 
         torch.manual_seed(0)
-        model = create_model(config, vocab_size=len(tokenizer))
-        trainer = Pretrainer(TrainConfig(batch_size=args.batch_size, workers=0), ctx=DistContext())
-        trainer.key_shuffle = None  # set by _run; only used when distributed
-        optimizer = trainer.make_optimizer(model)
+        self.model = create_model(config, vocab_size=len(tokenizer))
+        self.trainer = Pretrainer(TrainConfig(batch_size=batch_size, workers=0), ctx=DistContext())
+        self.trainer.model = self.trainer.ddp_model = self.model  # what Pretrainer.build sets
+        self.trainer.state.optimizer = self.trainer.make_optimizer(self.model)
 
-        def steps(batches, count: int) -> float:
-            start = time.perf_counter()
-            for _ in range(count):
-                trainer.train_step(model, model, batches, optimizer, None)
-            return time.perf_counter() - start
+    def steps(self, batches, count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            self.trainer.train_step(batches)
+        return time.perf_counter() - start
 
-        configs = [parse_config(c.strip(), default_workers()) for c in args.configs.split(",") if c.strip()]
-        configs = list(dict.fromkeys(configs))  # "default" may repeat an explicit config
-        results = []
-        for variant, variant_records in variants.items():
-            dataset = PairDataset(variant_records, token_ids, settings)
-            # In-memory batches: real batches of this variant, collated once, cycled.
-            warm = iter(make_loader(dataset, sampler(), collator, args.batch_size, 0))
-            memory_batches = [next(warm) for _ in range(4)]
-            steps(itertools.cycle(memory_batches), 3)  # warm-up: allocator, optimizer state
 
-            for label, workers, threads in configs:
-                # Pipeline alone.
-                loader = make_loader(dataset, sampler(), collator, args.batch_size, workers)
-                start = time.perf_counter()
-                it = iter(loader)
-                next(it)
-                first_batch_s = time.perf_counter() - start
-                for _ in range(min(3, args.pipeline_batches)):
-                    next(it)
-                start = time.perf_counter()
-                for _ in range(args.pipeline_batches):
-                    next(it)
-                pipeline = args.pipeline_batches * args.batch_size / (time.perf_counter() - start)
-                del it, loader
+def measure_pipeline(make, args: argparse.Namespace, workers: int) -> tuple[float, float]:
+    """Samples/s of the DataLoader alone (after its first batches), and the time to the first batch."""
+    loader = make(workers)
+    start = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    first_batch_s = time.perf_counter() - start
+    for _ in range(min(3, args.pipeline_batches)):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(args.pipeline_batches):
+        next(it)
+    return args.pipeline_batches * args.batch_size / (time.perf_counter() - start), first_batch_s
 
-                # Training: in-memory and real-data blocks, alternating.
-                loader = make_loader(dataset, sampler(), collator, args.batch_size, workers)
-                real = TimedBatches(iter(loader))
-                if threads is not None:
-                    torch.set_num_threads(threads)
-                try:
-                    steps(real, 3)  # warm-up: worker start, prefetch
-                    memory_rates, real_rates, waits = [], [], []
-                    cycled = itertools.cycle(memory_batches)
-                    for _ in range(args.rounds):
-                        memory_rates.append(args.steps * args.batch_size / steps(cycled, args.steps))
-                        real.wait = 0.0
-                        elapsed = steps(real, args.steps)
-                        real_rates.append(args.steps * args.batch_size / elapsed)
-                        waits.append(real.wait / elapsed)
-                    memory_rates.append(args.steps * args.batch_size / steps(cycled, args.steps))
-                finally:
-                    torch.set_num_threads(default_threads)
-                del real, loader
 
-                # The reference consumption is the in-memory step at the default threads;
-                # with M threads configured the in-memory blocks above ran with M threads.
-                consume = statistics.median(memory_rates)
-                train_real = statistics.median(real_rates)
-                results.append({
-                    "variant": variant,
-                    "config": label,
-                    "workers": workers,
-                    "main_threads": threads or default_threads,
-                    "pipeline_samples_per_s": round(pipeline, 1),
-                    "first_batch_s": round(first_batch_s, 2),
-                    "inmemory_pairs_per_s": round(consume, 1),
-                    "real_data_pairs_per_s": round(train_real, 1),
-                    "real_over_inmemory": round(train_real / consume, 3),
-                    "data_wait_fraction": round(statistics.median(waits), 3),
-                })
-
-        # The reference consumption: in-memory with the default threads, the best per variant.
-        summary = []
-        for variant in variants:
-            rows = [r for r in results if r["variant"] == variant]
-            ref = statistics.median(r["inmemory_pairs_per_s"] for r in rows if r["main_threads"] == default_threads)
-            for r in rows:
-                r["pipeline_over_consumption"] = round(r["pipeline_samples_per_s"] / ref, 3)
-                r["real_over_reference"] = round(r["real_data_pairs_per_s"] / ref, 3)
-            default_label = f"w{default_workers()}"
-            d = next((r for r in rows if r["config"] == default_label), None)
-            best = max(rows, key=lambda r: r["real_data_pairs_per_s"])
-            summary.append({
-                "variant": variant,
-                "reference_inmemory_pairs_per_s": ref,
-                "default_config": default_label,
-                "default_pipeline_over_consumption": d and d["pipeline_over_consumption"],
-                "default_real_over_reference": d and d["real_over_reference"],
-                "best_config": best["config"],
-                "best_real_over_reference": best["real_over_reference"],
-                "met": bool(d) and d["pipeline_over_consumption"] >= 1.2 and d["real_over_reference"] >= 1 / 1.2,
-            })
-
-        per_caption = tokenize_s / captions
-        print(json.dumps({
-            "benchmark": "data",
-            "quick": args.quick,
-            "threads": default_threads,
-            "cpus": os.cpu_count(),
-            "default_workers": default_workers(),
-            "batch_size": args.batch_size,
-            "records": len(records),
-            "rounds": args.rounds,
-            "steps_per_block": args.steps,
-            "tokenize": {
-                "captions": captions,
-                "seconds": round(tokenize_s, 3),
-                "captions_per_s": round(captions / tokenize_s, 1),
-                "batched_seconds": round(tokenize_batched_s, 3),
-                "estimated_s_for_10k_x5": round(per_caption * 50_000, 2),
-            },
-            "results": results,
-            "summary": summary,
-            "setup_s": round(setup_s, 1),
-            "target_pipeline_over_consumption": 1.2,
-            "met": all(s["met"] for s in summary),
-        }))
+def measure_training(make, runner: StepRunner, memory_batches, args, workers: int, threads: int | None,
+                     default_threads: int) -> tuple[list, list, list]:
+    """In-memory and real-data blocks of train steps, alternating (in-memory first and
+    last), so that drift of the machine's speed hits both alike: their pairs/s and the
+    real blocks' fraction of time spent waiting for a batch."""
+    real = TimedBatches(iter(make(workers)))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        runner.steps(real, 3)  # warm-up: worker start, prefetch
+        memory_rates, real_rates, waits = [], [], []
+        cycled = itertools.cycle(memory_batches)
+        for _ in range(args.rounds):
+            memory_rates.append(args.steps * args.batch_size / runner.steps(cycled, args.steps))
+            real.wait = 0.0
+            elapsed = runner.steps(real, args.steps)
+            real_rates.append(args.steps * args.batch_size / elapsed)
+            waits.append(real.wait / elapsed)
+        memory_rates.append(args.steps * args.batch_size / runner.steps(cycled, args.steps))
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        torch.set_num_threads(default_threads)
+    return memory_rates, real_rates, waits
 
+
+def measure_variant(variant: str, make, runner: StepRunner, configs, args, default_threads: int) -> list[dict]:
+    """One result row per config for the records of one variant."""
+    # In-memory batches: real batches of this variant, collated once, cycled.
+    warm = iter(make(0))
+    memory_batches = [next(warm) for _ in range(4)]
+    runner.steps(itertools.cycle(memory_batches), 3)  # warm-up: allocator, optimizer state
+    results = []
+    for label, workers, threads in configs:
+        pipeline, first_batch_s = measure_pipeline(make, args, workers)
+        memory_rates, real_rates, waits = measure_training(make, runner, memory_batches, args, workers, threads,
+                                                           default_threads)
+        # The reference consumption is the in-memory step at the default threads;
+        # with M threads configured the in-memory blocks above ran with M threads.
+        consume = statistics.median(memory_rates)
+        train_real = statistics.median(real_rates)
+        results.append({
+            "variant": variant,
+            "config": label,
+            "workers": workers,
+            "main_threads": threads or default_threads,
+            "pipeline_samples_per_s": round(pipeline, 1),
+            "first_batch_s": round(first_batch_s, 2),
+            "inmemory_pairs_per_s": round(consume, 1),
+            "real_data_pairs_per_s": round(train_real, 1),
+            "real_over_inmemory": round(train_real / consume, 3),
+            "data_wait_fraction": round(statistics.median(waits), 3),
+        })
+    return results
+
+
+def summarize(results: list[dict], variants, default_threads: int, default_label: str) -> list[dict]:
+    """Per variant, against the reference consumption (in-memory with the default threads,
+    the median over configs): the default config's ratios, the best config and the verdict.
+    Also adds the two ratios to each result row."""
+    summary = []
+    for variant in variants:
+        rows = [r for r in results if r["variant"] == variant]
+        ref = statistics.median(r["inmemory_pairs_per_s"] for r in rows if r["main_threads"] == default_threads)
+        for r in rows:
+            r["pipeline_over_consumption"] = round(r["pipeline_samples_per_s"] / ref, 3)
+            r["real_over_reference"] = round(r["real_data_pairs_per_s"] / ref, 3)
+        d = next((r for r in rows if r["config"] == default_label), None)
+        best = max(rows, key=lambda r: r["real_data_pairs_per_s"])
+        summary.append({
+            "variant": variant,
+            "reference_inmemory_pairs_per_s": ref,
+            "default_config": default_label,
+            "default_pipeline_over_consumption": d and d["pipeline_over_consumption"],
+            "default_real_over_reference": d and d["real_over_reference"],
+            "best_config": best["config"],
+            "best_real_over_reference": best["real_over_reference"],
+            "met": bool(d) and d["pipeline_over_consumption"] >= 1.2 and d["real_over_reference"] >= 1 / 1.2,
+        })
+    return summary
+
+
+def run(root: Path, args: argparse.Namespace, default_threads: int) -> dict:
+    from wenlan_cli.data.pipeline import ImageSettings, PairCollator, PairDataset, PairSampler
+    from wenlan_cli.models.registry import get_model_config
+    from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
+    from wenlan_cli.train.loop import default_workers
+
+    setup_start = time.perf_counter()
+    records, variants = build_variants(root, args)
+    setup_s = time.perf_counter() - setup_start
+    config = get_model_config("brivl-tiny")
+    settings = ImageSettings.from_config(config.image)
+    tokenizer = tokenizer_from_vocab(build_char_vocab(c for r in records for c in r.captions))
+    token_ids, tokenize = time_tokenizing(tokenizer, records, config.text.max_length)
+    collator = PairCollator(settings.max_regions, tokenizer.pad_token_id or 0)
+    caption_counts = [len(r.captions) for r in records]
+    runner = StepRunner(config, tokenizer, args.batch_size)
+
+    configs = [parse_config(c.strip(), default_workers()) for c in args.configs.split(",") if c.strip()]
+    configs = list(dict.fromkeys(configs))  # "default" may repeat an explicit config
+    results = []
+    for variant, variant_records in variants.items():
+        dataset = PairDataset(variant_records, token_ids, settings)
+
+        def make(workers: int, dataset=dataset) -> DataLoader:
+            sampler = PairSampler(caption_counts, args.batch_size, seed=0)
+            return make_loader(dataset, sampler, collator, args.batch_size, workers)
+
+        results.extend(measure_variant(variant, make, runner, configs, args, default_threads))
+    summary = summarize(results, variants, default_threads, f"w{default_workers()}")
+    return {
+        "benchmark": "data",
+        "quick": args.quick,
+        "threads": default_threads,
+        "cpus": os.cpu_count(),
+        "default_workers": default_workers(),
+        "batch_size": args.batch_size,
+        "records": len(records),
+        "rounds": args.rounds,
+        "steps_per_block": args.steps,
+        "tokenize": tokenize,
+        "results": results,
+        "summary": summary,
+        "setup_s": round(setup_s, 1),
+        "target_pipeline_over_consumption": 1.2,
+        "met": all(s["met"] for s in summary),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    default_threads = torch.get_num_threads()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run(args.workdir, args, default_threads)))
+        return
+    with tempfile.TemporaryDirectory(prefix="wenlan-data-bench-") as tmp:
+        print(json.dumps(run(Path(tmp), args, default_threads)))
 
 if __name__ == "__main__":
     main()
