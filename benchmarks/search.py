@@ -69,15 +69,53 @@ def baseline(queries: torch.Tensor, vectors: torch.Tensor, k: int):
     return torch.topk(queries @ vectors.T, k, dim=1)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     parser.add_argument("--no-faiss", action="store_true", help="skip faiss even when installed")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def measure_size(vectors: torch.Tensor, queries_all: torch.Tensor, args, faiss) -> list[dict]:
+    """One row per query batch size over `vectors`: exact search against the plain
+    baseline (and faiss's flat index when given); the faiss index lives only as long as
+    this call, so the next size does not hold two copies of the vectors."""
+    n = len(vectors)
+    index = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(DIM)
+        index.add(vectors.numpy())
+    rows = []
+    for batch in args.batches:
+        queries = queries_all[:batch]
+        ours_t, (ours_scores, _) = timed(lambda: search_vectors(queries, vectors, K, chunk_size=args.chunk_size), args.repeats)
+        base_t, (base_scores, _) = timed(lambda: baseline(queries, vectors, K), args.repeats)
+        if not torch.allclose(ours_scores, base_scores, atol=1e-5):
+            raise SystemExit(f"N={n} batch={batch}: search_vectors and the baseline disagree")
+        row = {
+            "n": n,
+            "batch": batch,
+            "exact_s": round(statistics.median(ours_t), 5),
+            "exact_best_s": round(min(ours_t), 5),
+            "exact_per_query_ms": round(1000 * statistics.median(ours_t) / batch, 3),
+            "baseline_s": round(statistics.median(base_t), 5),
+            "ratio_vs_baseline": round(statistics.median(ours_t) / statistics.median(base_t), 3),
+        }
+        if index is not None:
+            q = np.ascontiguousarray(queries.numpy())
+            faiss_t, (faiss_scores, _) = timed(lambda: index.search(q, K), args.repeats)
+            row["faiss_s"] = round(statistics.median(faiss_t), 5)
+            row["faiss_agrees"] = bool(np.allclose(faiss_scores, ours_scores.numpy(), atol=1e-4))
+        rows.append(row)
+        _log(json.dumps(row))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
     try:
         import faiss
     except ImportError:
@@ -92,34 +130,7 @@ def main() -> None:
 
     results = []
     for n in args.sizes:
-        vectors = everything[:n]
-        index = None
-        if faiss is not None:
-            index = faiss.IndexFlatIP(DIM)
-            index.add(vectors.numpy())
-        for batch in args.batches:
-            queries = queries_all[:batch]
-            ours_t, (ours_scores, _) = timed(lambda: search_vectors(queries, vectors, K, chunk_size=args.chunk_size), args.repeats)
-            base_t, (base_scores, _) = timed(lambda: baseline(queries, vectors, K), args.repeats)
-            if not torch.allclose(ours_scores, base_scores, atol=1e-5):
-                raise SystemExit(f"N={n} batch={batch}: search_vectors and the baseline disagree")
-            row = {
-                "n": n,
-                "batch": batch,
-                "exact_s": round(statistics.median(ours_t), 5),
-                "exact_best_s": round(min(ours_t), 5),
-                "exact_per_query_ms": round(1000 * statistics.median(ours_t) / batch, 3),
-                "baseline_s": round(statistics.median(base_t), 5),
-                "ratio_vs_baseline": round(statistics.median(ours_t) / statistics.median(base_t), 3),
-            }
-            if index is not None:
-                q = np.ascontiguousarray(queries.numpy())
-                faiss_t, (faiss_scores, _) = timed(lambda: index.search(q, K), args.repeats)
-                row["faiss_s"] = round(statistics.median(faiss_t), 5)
-                row["faiss_agrees"] = bool(np.allclose(faiss_scores, ours_scores.numpy(), atol=1e-4))
-            results.append(row)
-            _log(json.dumps(row))
-        del index
+        results.extend(measure_size(everything[:n], queries_all, args, faiss))
 
     summary = {
         "benchmark": "search",
@@ -132,7 +143,6 @@ def main() -> None:
         "results": results,
     }
     print(json.dumps(summary))
-
 
 if __name__ == "__main__":
     main()
