@@ -137,11 +137,62 @@ def full_matrix_ranks(images, texts, text_to_image, batch_rows: int = 256):
     return t2i, i2t
 
 
+def time_chunked(images, texts, gold, args: argparse.Namespace) -> dict:
+    """`retrieval_ranks` against the bare products it is built on, interleaved so both
+    see the same load. CPU seconds (all threads) are reported too: on a shared machine
+    they are far less disturbed by other processes than wall-clock seconds."""
+    from wenlan_cli.eval.retrieval import recall_at_k, retrieval_ranks
+
+    ours, mm, ours_cpu, mm_cpu = [], [], [], []
+    for _ in range(args.repeats):
+        t, c = time.perf_counter(), time.process_time()
+        bare_matmul(images, texts, args.chunk_size)
+        mm.append(time.perf_counter() - t)
+        mm_cpu.append(time.process_time() - c)
+        t, c = time.perf_counter(), time.process_time()
+        t2i, i2t = retrieval_ranks(images, texts, gold, chunk_size=args.chunk_size)
+        ours.append(time.perf_counter() - t)
+        ours_cpu.append(time.process_time() - c)
+    return dict(
+        seconds=round(min(ours), 3),
+        matmul_seconds=round(min(mm), 3),
+        ratio_vs_matmul=round(min(ours) / min(mm), 3),
+        cpu_seconds=round(min(ours_cpu), 3),
+        matmul_cpu_seconds=round(min(mm_cpu), 3),
+        ratio_vs_matmul_cpu=round(min(ours_cpu) / min(mm_cpu), 3),
+        all_seconds=[round(x, 3) for x in ours],
+        all_matmul_seconds=[round(x, 3) for x in mm],
+        t2i_r10=round(recall_at_k(t2i, (10,))[10], 4),
+        i2t_r10=round(recall_at_k(i2t, (10,))[10], 4),
+    )
+
+
+def compare_argsort(images, texts, gold, args: argparse.Namespace) -> dict:
+    """The full-matrix approach, with ours next to it for the speedup and a check that
+    both give the same ranks."""
+    from wenlan_cli.eval.retrieval import retrieval_ranks
+
+    t = time.perf_counter()
+    t2i, i2t = retrieval_ranks(images, texts, gold, chunk_size=args.chunk_size)
+    chunked_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ref_t2i, ref_i2t = full_matrix_ranks(images, texts, gold)
+    full_s = time.perf_counter() - t
+    mismatches = int((t2i != ref_t2i).sum()) + int((i2t != ref_i2t).sum())
+    return dict(
+        chunked_seconds=round(chunked_s, 3),
+        argsort_seconds=round(full_s, 3),
+        speedup=round(full_s / chunked_s, 2),
+        identical_ranks=mismatches == 0,
+        mismatches=mismatches,
+    )
+
+
 def child(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from wenlan_cli.eval.retrieval import recall_at_k, retrieval_ranks
+    from wenlan_cli.eval.retrieval import retrieval_ranks
 
     images, texts, gold = make_data(args.n, args.captions_per_image, args.seed)
     # Warm up BLAS and the thread pool on a slice, so no timing pays for the first call.
@@ -156,46 +207,9 @@ def child(args: argparse.Namespace) -> dict:
         "data_rss_mb": round(_rss_mb(), 1),
     }
     if args.child == "chunked":
-        # Interleave the bare products and the real thing so both see the same load.
-        # CPU seconds (all threads) are reported too: on a shared machine they are
-        # far less disturbed by other processes than wall-clock seconds.
-        ours, mm, ours_cpu, mm_cpu = [], [], [], []
-        for _ in range(args.repeats):
-            t, c = time.perf_counter(), time.process_time()
-            bare_matmul(images, texts, args.chunk_size)
-            mm.append(time.perf_counter() - t)
-            mm_cpu.append(time.process_time() - c)
-            t, c = time.perf_counter(), time.process_time()
-            t2i, i2t = retrieval_ranks(images, texts, gold, chunk_size=args.chunk_size)
-            ours.append(time.perf_counter() - t)
-            ours_cpu.append(time.process_time() - c)
-        out.update(
-            seconds=round(min(ours), 3),
-            matmul_seconds=round(min(mm), 3),
-            ratio_vs_matmul=round(min(ours) / min(mm), 3),
-            cpu_seconds=round(min(ours_cpu), 3),
-            matmul_cpu_seconds=round(min(mm_cpu), 3),
-            ratio_vs_matmul_cpu=round(min(ours_cpu) / min(mm_cpu), 3),
-            all_seconds=[round(x, 3) for x in ours],
-            all_matmul_seconds=[round(x, 3) for x in mm],
-            t2i_r10=round(recall_at_k(t2i, (10,))[10], 4),
-            i2t_r10=round(recall_at_k(i2t, (10,))[10], 4),
-        )
-    else:  # "argsort": the full-matrix approach, with ours next to it for the speedup
-        t = time.perf_counter()
-        t2i, i2t = retrieval_ranks(images, texts, gold, chunk_size=args.chunk_size)
-        chunked_s = time.perf_counter() - t
-        t = time.perf_counter()
-        ref_t2i, ref_i2t = full_matrix_ranks(images, texts, gold)
-        full_s = time.perf_counter() - t
-        mismatches = int((t2i != ref_t2i).sum()) + int((i2t != ref_i2t).sum())
-        out.update(
-            chunked_seconds=round(chunked_s, 3),
-            argsort_seconds=round(full_s, 3),
-            speedup=round(full_s / chunked_s, 2),
-            identical_ranks=mismatches == 0,
-            mismatches=mismatches,
-        )
+        out.update(time_chunked(images, texts, gold, args))
+    else:  # "argsort"
+        out.update(compare_argsort(images, texts, gold, args))
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out
 
@@ -219,23 +233,9 @@ def run_child(mode: str, n: int, chunk_size: int, args: argparse.Namespace) -> d
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="image counts N")
-    p.add_argument("--captions-per-image", type=int, default=CAPTIONS_PER_IMAGE, help="texts per image")
-    p.add_argument("--chunk-size", type=int, default=0, help="queries per block (0: auto, by memory)")
-    p.add_argument("--threads", type=int, default=_cores(), help="torch threads (default: all cores)")
-    p.add_argument("--argsort-at", type=int, default=10_000, help="N for the full-matrix sort (0: never)")
-    p.add_argument("--repeats", type=int, default=0, help="timings per size (0: 3 at N<=10k, else 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--child", choices=["chunked", "argsort"], help=argparse.SUPPRESS)
-    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-
-    if args.child:
-        print(json.dumps(child(args)))
-        return
-
+def measure_sizes(args: argparse.Namespace) -> tuple[list[dict], dict | None]:
+    """One child per size (a fresh process, so peak RSS is that size's), and the
+    full-matrix comparison at --argsort-at."""
     results, argsort = [], None
     for n in args.sizes:
         chunk = args.chunk_size or auto_chunk_size(n, args.captions_per_image)
@@ -254,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{argsort['chunked_seconds']:.2f}s: x{argsort['speedup']:.1f}, "
                 f"identical ranks: {argsort['identical_ranks']}, peak RSS {argsort['peak_rss_mb']:.0f} MB"
             )
+    return results, argsort
 
+
+def summarize(args: argparse.Namespace, results: list[dict], argsort: dict | None) -> dict:
     summary: dict = {
         "benchmark": "retrieval",
         "dim": DIM,
@@ -280,8 +283,27 @@ def main(argv: list[str] | None = None) -> None:
     if big:
         targets["peak_rss_100k_lt_2GB"] = all(r["peak_rss_mb"] < 2048 for r in big)
     summary["targets_met"] = targets
-    print(json.dumps(summary))
+    return summary
 
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="image counts N")
+    p.add_argument("--captions-per-image", type=int, default=CAPTIONS_PER_IMAGE, help="texts per image")
+    p.add_argument("--chunk-size", type=int, default=0, help="queries per block (0: auto, by memory)")
+    p.add_argument("--threads", type=int, default=_cores(), help="torch threads (default: all cores)")
+    p.add_argument("--argsort-at", type=int, default=10_000, help="N for the full-matrix sort (0: never)")
+    p.add_argument("--repeats", type=int, default=0, help="timings per size (0: 3 at N<=10k, else 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--child", choices=["chunked", "argsort"], help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    results, argsort = measure_sizes(args)
+    print(json.dumps(summarize(args, results, argsort)))
 
 if __name__ == "__main__":
     main()
