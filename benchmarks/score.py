@@ -140,12 +140,7 @@ def serial(
 ) -> tuple[dict, dict | None, dict]:
     """The plain, one-thing-after-another run; (metrics, sacrebleu, seconds)."""
     import jieba
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-    from sacrebleu.metrics import BLEU
 
     seconds: dict[str, float] = {}
     start = t = time.perf_counter()
@@ -165,6 +160,24 @@ def serial(
     gts, res = tokenizer.tokenize(gts), tokenizer.tokenize(res)
     seconds["tokenize"] = time.perf_counter() - t
 
+    metrics = serial_metrics(gts, res, seconds)
+    if not sacrebleu:
+        seconds["total"] = time.perf_counter() - start
+        return metrics, None, seconds
+    t = time.perf_counter()
+    sacre = serial_sacrebleu(predictions, references, order)
+    seconds["sacreBLEU"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+    return metrics, sacre, seconds
+
+
+def serial_metrics(gts: dict, res: dict, seconds: dict[str, float]) -> dict[str, float]:
+    """pycocoevalcap's four scorers one after another on tokenised captions, each timed into `seconds`."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
     metrics: dict[str, float] = {}
     t = time.perf_counter()
     bleus, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -182,35 +195,39 @@ def serial(
     seconds["CIDEr"] = time.perf_counter() - t
     for i, value in enumerate(bleus, 1):
         metrics[f"Bleu_{i}"] = value
+    return metrics
 
-    if not sacrebleu:
-        seconds["total"] = time.perf_counter() - start
-        return metrics, None, seconds
-    t = time.perf_counter()
+
+def serial_sacrebleu(predictions: dict[str, str], references: dict[str, list[str]], order: list[str]) -> dict:
+    """sacreBLEU (zh tokenizer) over the cleaned raw captions, references as streams."""
+    from sacrebleu.metrics import BLEU
+
     clean_refs = [[c.strip().replace("。", "") for c in references[k]] for k in order]
     clean_refs = [[c for c in refs if c.strip()] for refs in clean_refs]
     depth = max(len(r) for r in clean_refs)
     streams = [[r[j] if j < len(r) else None for r in clean_refs] for j in range(depth)]
     bleu = BLEU(tokenize="zh")
     sacre = bleu.corpus_score([predictions[k].strip().replace("。", "") for k in order], streams)
-    seconds["sacreBLEU"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - start
-    return metrics, {"score": sacre.score, "signature": str(bleu.get_signature())}, seconds
+    return {"score": sacre.score, "signature": str(bleu.get_signature())}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=30_000)
     parser.add_argument("--refs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="default: the usable CPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sacrebleu", action="store_true", help="time the official metrics only")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    args = parse_args()
     from wenlan_aic_icc.scoring import format_metrics, score_captions
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     log(f"building {args.images} images x {args.refs} references ...")
     predictions, references = synthetic_set(args.images, args.refs, args.seed)
@@ -259,7 +276,6 @@ def main() -> None:
             }
         )
     )
-
 
 if __name__ == "__main__":
     main()
