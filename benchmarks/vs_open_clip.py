@@ -311,7 +311,7 @@ def count_params(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="the synthetic dataset's folder (AIC-ICC layout); default: the cached one")
     parser.add_argument("--synth-train", type=int, default=10000)
@@ -348,6 +348,124 @@ def main() -> None:
         args.workers = default_workers()
     if args.steps <= args.warm_steps:
         parser.error("--steps must exceed --warm-steps")
+    return args
+
+
+SIDES = ("wenlan_clip", "open_clip", "wenlan_moco")
+
+
+def measure_throughput(open_clip, wenlan_config, train_records, work: Path, args) -> dict:
+    """Phase 1: pairs/s of every side, rounds interleaved so machine noise hits all alike."""
+    rounds = {s: [] for s in SIDES}
+    for r in range(args.rounds):
+        for side in SIDES:
+            if side == "open_clip":
+                timing, *_ = train_open_clip(open_clip, wenlan_config, train_records, args, steps=args.steps,
+                                             max_time=None, warm_steps=args.warm_steps, seed=args.seed)
+            else:
+                loss = side.split("_")[1]
+                run = run_wenlan(work, f"tp-{side}-{r}", **wenlan_options(args, loss, args.steps, None, args.warm_steps))
+                timing = rate_from_log(run["train_log"], args.batch_size, args.warm_steps)
+            rounds[side].append(round(timing["pairs_per_s"], 2))
+    return {s: {"pairs_per_s": round(statistics.median(v), 2), "rounds": v} for s, v in rounds.items()}
+
+
+def train_side_on_budget(side: str, planned: int, log_every: int, open_clip, wenlan_config, train_records,
+                         val_records, work: Path, args) -> tuple[dict, dict, int]:
+    """One side trained from scratch for `--budget-s` seconds: its timing, its val
+    metrics and its trainable parameter count."""
+    if side == "open_clip":
+        timing, model, preprocess_val, tokenizer = train_open_clip(
+            open_clip, wenlan_config, train_records, args, steps=planned, max_time=args.budget_s,
+            warm_steps=log_every, seed=args.seed)
+        metrics = evaluate_open_clip(model, preprocess_val, tokenizer, val_records, args.device)
+        return timing, metrics, count_params(model)
+    loss = side.split("_")[1]
+    run = run_wenlan(work, f"budget-{side}", **wenlan_options(args, loss, planned, args.budget_s, log_every))
+    timing = {"steps": run["steps"], "stopped_early": run["stopped_early"]}
+    try:
+        timing.update(rate_from_log(run["train_log"], args.batch_size, log_every))
+    except RuntimeError:
+        pass
+    metrics = evaluate_checkpoint(run["checkpoint"], val_records, args.device)
+    from wenlan_cli.loading import load_checkpoint
+
+    loaded = load_checkpoint(run["checkpoint"])
+    return timing, metrics, count_params(loaded.model)
+
+
+def measure_recall(throughput: dict, open_clip, wenlan_config, train_records, val_records, work: Path,
+                   args) -> tuple[dict, dict]:
+    """Phase 2: val recall of every side after the same wall-clock budget, each schedule
+    sized to the steps that side reaches in the budget at its phase-1 rate."""
+    budget, params = {}, {}
+    for side in SIDES:
+        planned = max(2, round(args.budget_s * throughput[side]["pairs_per_s"] / args.batch_size))
+        log_every = max(1, min(10, planned // 10))
+        timing, metrics, params[side] = train_side_on_budget(side, planned, log_every, open_clip, wenlan_config,
+                                                             train_records, val_records, work, args)
+        budget[side] = {
+            "schedule_steps": planned,
+            "steps_done": timing["steps"],
+            "train_loop_s": round(timing.get("loop_s", float("nan")), 1),
+            "pairs_per_s_in_run": round(timing["pairs_per_s"], 2) if "pairs_per_s" in timing else None,
+            "final_loss": timing.get("final_loss"),
+            "val": short_metrics(metrics),
+        }
+        if "logit_scale" in timing:
+            budget[side]["learned_logit_scale"] = timing["logit_scale"]
+    return budget, params
+
+
+def judge(throughput: dict, budget: dict) -> dict:
+    """The targets: throughput ratios against open_clip, and moco's recall against it."""
+    oc_rate = throughput["open_clip"]["pairs_per_s"]
+    clip_ratio = throughput["wenlan_clip"]["pairs_per_s"] / oc_rate
+    moco_ratio = throughput["wenlan_moco"]["pairs_per_s"] / oc_rate
+    targets = {
+        "clip_pairs_per_s_vs_open_clip": {"ratio": round(clip_ratio, 3), "target": ">= 1.0", "met": clip_ratio >= 1.0},
+        "moco_pairs_per_s_vs_open_clip": {"ratio": round(moco_ratio, 3), "target": ">= 0.8", "met": moco_ratio >= 0.8},
+    }
+    if budget:
+        moco_r = budget["wenlan_moco"]["val"]["mean_recall"]
+        oc_r = budget["open_clip"]["val"]["mean_recall"]
+        targets["moco_recall_vs_open_clip"] = {
+            "moco_mean_recall": moco_r, "open_clip_mean_recall": oc_r,
+            "clip_mean_recall": budget["wenlan_clip"]["val"]["mean_recall"],
+            "target": "moco > open_clip", "met": moco_r > oc_r,
+        }
+    return targets
+
+
+def configurations(args, wenlan_config, oc_config: dict, train_records, val_records) -> dict:
+    """Both sides' exact configurations, as printed in the JSON line."""
+    from wenlan_cli.config import to_dict
+
+    shared = {
+        "data": args.data_dir or f"synthetic train{args.synth_train}/val{args.synth_val} (cached)",
+        "train_images": len(train_records), "val_images": len(val_records),
+        "batch_size": args.batch_size, "throughput_steps": args.steps, "warm_steps": args.warm_steps,
+        "rounds": args.rounds, "budget_s": args.budget_s, "workers": args.workers, "device": args.device,
+        "precision": args.precision, "lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup,
+        "schedule": "linear warm-up + cosine to 1% (wenlan_cli.engine.schedule.warmup_cosine)",
+        "grad_clip": args.grad_clip, "optimizer": "AdamW betas (0.9, 0.98) eps 1e-6", "seed": args.seed,
+    }
+    return {
+        "shared": shared,
+        "wenlan": {"model": to_dict(wenlan_config), "losses": ["clip", "moco"], "moco_queue_warmup": args.queue_warmup},
+        "open_clip": {
+            "model_cfg": {**oc_config, "text_cfg": {**oc_config["text_cfg"], "hf_model_name": "<local random-init BERT>",
+                                                    "hf_tokenizer_name": "<wenlan char vocab>"}},
+            "timm_trunk_kwargs": wenlan_config.image.backbone_kwargs,
+            "text_bert_config": wenlan_config.text.bert_config,
+            "loss": "open_clip.ClipLoss (learned logit_scale, clamped to 100)",
+            "train_transform": "open_clip image_transform(is_train=True): RandomResizedCrop(scale 0.9-1), bicubic",
+        },
+    }
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import transformers
@@ -369,86 +487,12 @@ def main() -> None:
         oc_config = open_clip_config(text_dir, wenlan_config, context)
         (work / f"{OC_MODEL_NAME}.json").write_text(json.dumps(oc_config, indent=2), encoding="utf-8")
         open_clip.add_model_config(work / f"{OC_MODEL_NAME}.json")
-
-        # Phase 1: throughput, interleaved rounds.
-        sides = ("wenlan_clip", "open_clip", "wenlan_moco")
-        rounds = {s: [] for s in sides}
-        for r in range(args.rounds):
-            for side in sides:
-                if side == "open_clip":
-                    timing, *_ = train_open_clip(open_clip, wenlan_config, train_records, args, steps=args.steps,
-                                                 max_time=None, warm_steps=args.warm_steps, seed=args.seed)
-                else:
-                    loss = side.split("_")[1]
-                    run = run_wenlan(work, f"tp-{side}-{r}", **wenlan_options(args, loss, args.steps, None, args.warm_steps))
-                    timing = rate_from_log(run["train_log"], args.batch_size, args.warm_steps)
-                rounds[side].append(round(timing["pairs_per_s"], 2))
-        throughput = {s: {"pairs_per_s": round(statistics.median(v), 2), "rounds": v} for s, v in rounds.items()}
-        oc_rate = throughput["open_clip"]["pairs_per_s"]
-        clip_ratio = throughput["wenlan_clip"]["pairs_per_s"] / oc_rate
-        moco_ratio = throughput["wenlan_moco"]["pairs_per_s"] / oc_rate
-
-        # Phase 2: recall after the same wall-clock budget.
-        budget = {}
-        params = {}
+        throughput = measure_throughput(open_clip, wenlan_config, train_records, work, args)
+        budget, params = {}, {}
         if not args.skip_recall:
-            for side in sides:
-                planned = max(2, round(args.budget_s * throughput[side]["pairs_per_s"] / args.batch_size))
-                log_every = max(1, min(10, planned // 10))
-                if side == "open_clip":
-                    timing, model, preprocess_val, tokenizer = train_open_clip(
-                        open_clip, wenlan_config, train_records, args, steps=planned, max_time=args.budget_s,
-                        warm_steps=log_every, seed=args.seed)
-                    metrics = evaluate_open_clip(model, preprocess_val, tokenizer, val_records, args.device)
-                    params[side] = count_params(model)
-                    del model
-                else:
-                    loss = side.split("_")[1]
-                    run = run_wenlan(work, f"budget-{side}", **wenlan_options(args, loss, planned, args.budget_s, log_every))
-                    timing = {"steps": run["steps"], "stopped_early": run["stopped_early"]}
-                    try:
-                        timing.update(rate_from_log(run["train_log"], args.batch_size, log_every))
-                    except RuntimeError:
-                        pass
-                    metrics = evaluate_checkpoint(run["checkpoint"], val_records, args.device)
-                    from wenlan_cli.loading import load_checkpoint
+            budget, params = measure_recall(throughput, open_clip, wenlan_config, train_records, val_records, work, args)
 
-                    loaded = load_checkpoint(run["checkpoint"])
-                    params[side] = count_params(loaded.model)
-                budget[side] = {
-                    "schedule_steps": planned,
-                    "steps_done": timing["steps"],
-                    "train_loop_s": round(timing.get("loop_s", float("nan")), 1),
-                    "pairs_per_s_in_run": round(timing["pairs_per_s"], 2) if "pairs_per_s" in timing else None,
-                    "final_loss": timing.get("final_loss"),
-                    "val": short_metrics(metrics),
-                }
-                if "logit_scale" in timing:
-                    budget[side]["learned_logit_scale"] = timing["logit_scale"]
-
-    targets = {
-        "clip_pairs_per_s_vs_open_clip": {"ratio": round(clip_ratio, 3), "target": ">= 1.0", "met": clip_ratio >= 1.0},
-        "moco_pairs_per_s_vs_open_clip": {"ratio": round(moco_ratio, 3), "target": ">= 0.8", "met": moco_ratio >= 0.8},
-    }
-    if budget:
-        moco_r = budget["wenlan_moco"]["val"]["mean_recall"]
-        oc_r = budget["open_clip"]["val"]["mean_recall"]
-        targets["moco_recall_vs_open_clip"] = {
-            "moco_mean_recall": moco_r, "open_clip_mean_recall": oc_r,
-            "clip_mean_recall": budget["wenlan_clip"]["val"]["mean_recall"],
-            "target": "moco > open_clip", "met": moco_r > oc_r,
-        }
-    shared = {
-        "data": args.data_dir or f"synthetic train{args.synth_train}/val{args.synth_val} (cached)",
-        "train_images": len(train_records), "val_images": len(val_records),
-        "batch_size": args.batch_size, "throughput_steps": args.steps, "warm_steps": args.warm_steps,
-        "rounds": args.rounds, "budget_s": args.budget_s, "workers": args.workers, "device": args.device,
-        "precision": args.precision, "lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup,
-        "schedule": "linear warm-up + cosine to 1% (wenlan_cli.engine.schedule.warmup_cosine)",
-        "grad_clip": args.grad_clip, "optimizer": "AdamW betas (0.9, 0.98) eps 1e-6", "seed": args.seed,
-    }
-    from wenlan_cli.config import to_dict
-
+    targets = judge(throughput, budget)
     print(json.dumps({
         "benchmark": "vs_open_clip",
         "quick": args.quick,
@@ -460,20 +504,8 @@ def main() -> None:
         "trainable_params": params or None,
         "targets": targets,
         "met": all(t["met"] for t in targets.values()),
-        "config": {
-            "shared": shared,
-            "wenlan": {"model": to_dict(wenlan_config), "losses": ["clip", "moco"], "moco_queue_warmup": args.queue_warmup},
-            "open_clip": {
-                "model_cfg": {**oc_config, "text_cfg": {**oc_config["text_cfg"], "hf_model_name": "<local random-init BERT>",
-                                                        "hf_tokenizer_name": "<wenlan char vocab>"}},
-                "timm_trunk_kwargs": wenlan_config.image.backbone_kwargs,
-                "text_bert_config": wenlan_config.text.bert_config,
-                "loss": "open_clip.ClipLoss (learned logit_scale, clamped to 100)",
-                "train_transform": "open_clip image_transform(is_train=True): RandomResizedCrop(scale 0.9-1), bicubic",
-            },
-        },
+        "config": configurations(args, wenlan_config, oc_config, train_records, val_records),
     }, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()
