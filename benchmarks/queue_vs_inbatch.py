@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -214,7 +213,8 @@ def queue_diagnostics(records, scene_keys, batch_size: int, queue_size: int, ste
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options, with --quick applied and the lists parsed (batch_sizes, seeds_list, losses_list)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="16,32")
     parser.add_argument("--seeds", default="0,1,2")
@@ -242,14 +242,83 @@ def main() -> None:
         args.seeds, args.steps, args.warmup = "0", 20, 4
         args.synth_train, args.synth_val, args.synth_test = 400, 60, 60
         args.queue_size = 128
-    batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
-    seeds = [int(x) for x in args.seeds.split(",")]
-    losses = [x.strip() for x in args.losses.split(",")]
-    if "moco" in losses:
-        bad = [b for b in batch_sizes if args.queue_size % b]
+    args.batch_sizes_list = [int(x) for x in args.batch_sizes.split(",")]
+    args.seeds_list = [int(x) for x in args.seeds.split(",")]
+    args.losses_list = [x.strip() for x in args.losses.split(",")]
+    if "moco" in args.losses_list:
+        bad = [b for b in args.batch_sizes_list if args.queue_size % b]
         if bad:
             parser.error(f"--queue-size {args.queue_size} must be a multiple of every batch size (not of {bad}).")
+    return args
+
+
+def train_and_evaluate(work: Path, batch: int, seed: int, loss: str, args, val_records) -> dict:
+    """One run of `wenlan pretrain` (the moco loss swapped for the variant when one is
+    asked for), evaluated on val: its entry in "runs"."""
+    options = dict(
+        model="brivl-tiny", dataset="synth", steps=args.steps, batch_size=batch, lr=args.lr,
+        warmup=args.warmup, weight_decay=args.weight_decay, loss=loss, seed=seed,
+        temperature=args.temperature, device=args.device, workers=args.workers,
+        log_every=max(1, args.steps // 10), keep=1, synth_train=args.synth_train,
+        synth_val=args.synth_val, synth_test=args.synth_test,
+    )
+    if loss == "moco":
+        options.update(queue_size=args.queue_size, momentum=args.momentum,
+                       mask_false_negatives=args.mask_false_negatives)
     variant_on = args.queue_init != "random" or args.in_batch_negatives or args.queue_warmup > 0
+    variant = None
+    if loss == "moco" and variant_on:
+        variant = QueueLossVariant(args.queue_size, batch, queue_init=args.queue_init,
+                                   in_batch=args.in_batch_negatives, warmup_steps=args.queue_warmup)
+    t0 = time.monotonic()
+    with patched_loss(variant):
+        run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
+    train_s = time.monotonic() - t0
+    metrics, stats = evaluate_checkpoint(run["checkpoint"], val_records, args.device, with_stats=True)
+    log = run["train_log"]
+    entry = {
+        "batch_size": batch, "seed": seed, "loss": loss, "steps": run["steps"],
+        "final_loss": log[-1]["loss"] if log else None,
+        "run_s": round(train_s, 1), **short_metrics(metrics), **stats,
+    }
+    if loss == "moco":
+        entry["queue_drift"] = queue_drift(run["checkpoint"], batch)
+    return entry
+
+
+def summarize(runs: list[dict], batch_sizes: list[int], losses: list[str], seeds: list[int]) -> tuple[dict, dict]:
+    """Mean +- std of mean recall per batch size and loss, and the paired moco-vs-clip verdict."""
+    summary, verdict = {}, {}
+    for batch in batch_sizes:
+        for loss in losses:
+            chosen = [r for r in runs if r["batch_size"] == batch and r["loss"] == loss]
+            summary[f"b{batch}_{loss}"] = {
+                **mean_std([r["mean_recall"] for r in chosen]),
+                "image_mean_vector_norm": mean_std([r["image_mean_vector_norm"] for r in chosen])["mean"],
+            }
+        if {"moco", "clip"} <= set(losses):
+            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
+    return summary, verdict
+
+
+def all_queue_diagnostics(args, train_records, scene_keys) -> dict:
+    """Per batch size: how long the queue holds random slots, epochs seen, and the false
+    negatives a queue of this size holds (`queue_diagnostics`)."""
+    diagnostics = {}
+    for batch in args.batch_sizes_list:
+        diag = {
+            "steps_with_random_queue_slots": min(args.steps, args.queue_size // batch),
+            "epochs_seen": round(args.steps * batch / len(train_records), 2),
+            "queue_over_train_images": round(args.queue_size / len(train_records), 3),
+        }
+        diag.update(queue_diagnostics(train_records, scene_keys, batch, args.queue_size, args.steps, args.seeds_list[0]))
+        diagnostics[f"b{batch}"] = diag
+    return diagnostics
+
+
+def main() -> None:
+    args = parse_args()
+    batch_sizes, seeds, losses = args.batch_sizes_list, args.seeds_list, args.losses_list
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
@@ -266,55 +335,10 @@ def main() -> None:
         for batch in batch_sizes:
             for seed in seeds:
                 for loss in losses:
-                    options = dict(
-                        model="brivl-tiny", dataset="synth", steps=args.steps, batch_size=batch, lr=args.lr,
-                        warmup=args.warmup, weight_decay=args.weight_decay, loss=loss, seed=seed,
-                        temperature=args.temperature, device=args.device, workers=args.workers,
-                        log_every=max(1, args.steps // 10), keep=1, synth_train=args.synth_train,
-                        synth_val=args.synth_val, synth_test=args.synth_test,
-                    )
-                    if loss == "moco":
-                        options.update(queue_size=args.queue_size, momentum=args.momentum,
-                                       mask_false_negatives=args.mask_false_negatives)
-                    variant = None
-                    if loss == "moco" and variant_on:
-                        variant = QueueLossVariant(args.queue_size, batch, queue_init=args.queue_init,
-                                                   in_batch=args.in_batch_negatives, warmup_steps=args.queue_warmup)
-                    t0 = time.monotonic()
-                    with patched_loss(variant):
-                        run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
-                    train_s = time.monotonic() - t0
-                    metrics, stats = evaluate_checkpoint(run["checkpoint"], val_records, args.device, with_stats=True)
-                    log = run["train_log"]
-                    entry = {
-                        "batch_size": batch, "seed": seed, "loss": loss, "steps": run["steps"],
-                        "final_loss": log[-1]["loss"] if log else None,
-                        "run_s": round(train_s, 1), **short_metrics(metrics), **stats,
-                    }
-                    if loss == "moco":
-                        entry["queue_drift"] = queue_drift(run["checkpoint"], batch)
-                    runs.append(entry)
+                    runs.append(train_and_evaluate(work, batch, seed, loss, args, val_records))
 
-    summary, verdict = {}, {}
-    for batch in batch_sizes:
-        for loss in losses:
-            chosen = [r for r in runs if r["batch_size"] == batch and r["loss"] == loss]
-            summary[f"b{batch}_{loss}"] = {
-                **mean_std([r["mean_recall"] for r in chosen]),
-                "image_mean_vector_norm": mean_std([r["image_mean_vector_norm"] for r in chosen])["mean"],
-            }
-        if {"moco", "clip"} <= set(losses):
-            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
-    diagnostics = {}
-    if "moco" in losses:
-        for batch in batch_sizes:
-            diag = {
-                "steps_with_random_queue_slots": min(args.steps, args.queue_size // batch),
-                "epochs_seen": round(args.steps * batch / len(train_records), 2),
-                "queue_over_train_images": round(args.queue_size / len(train_records), 3),
-            }
-            diag.update(queue_diagnostics(train_records, scene_keys, batch, args.queue_size, args.steps, seeds[0]))
-            diagnostics[f"b{batch}"] = diag
+    summary, verdict = summarize(runs, batch_sizes, losses, seeds)
+    diagnostics = all_queue_diagnostics(args, train_records, scene_keys) if "moco" in losses else {}
     from wenlan_cli.models.registry import get_model_config
 
     base = get_model_config("brivl-tiny")
@@ -336,7 +360,6 @@ def main() -> None:
         "queue_diagnostics": diagnostics or None,
         "total_s": round(time.monotonic() - started, 1),
     }, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()
