@@ -293,7 +293,7 @@ def run_child(kind: str, folder: Path, checkpoint: Path, batch_size: int, config
 
 
 # Parent -----------------------------------------------------------------------------------
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint to encode with (default: train a tiny one)")
     parser.add_argument("--images", type=int, default=2000, help="images in the throughput folders")
@@ -312,107 +312,127 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", default="default", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def prepare_folders(root: Path, args, rss_sizes: list[int]) -> tuple[dict[str, Path], dict[int, Path]]:
+    """The throughput folder of each variant and the memory folders of each size."""
+    folders = {}
+    for variant in [v for v in args.variants.split(",") if v]:
+        files = make_source(root, variant, args.images)
+        folders[variant] = make_folder(root, variant, files, args.images)
+    rss_folders = {}
+    if rss_sizes:
+        files = make_source(root, args.rss_variant, max(rss_sizes))
+        rss_folders = {n: make_folder(root, args.rss_variant, files, n) for n in rss_sizes}
+    return folders, rss_folders
+
+
+def measure_throughput(variant: str, folder: Path, checkpoint: Path, configs: list[str], args) -> list[dict]:
+    """Rounds of every config end to end, each round with one forward-only run to
+    compare with; one row per config, medians over the rounds."""
+    import torch
+
+    runs = {c: [] for c in configs}
+    forwards = []
+    for _ in range(args.rounds):
+        for c in configs:
+            runs[c].append(run_child("e2e", folder, checkpoint, args.batch_size, config=c))
+        forwards.append(run_child("forward", folder, checkpoint, args.batch_size))
+    forward = statistics.median(r["images_per_s"] for r in forwards)
+    rows = []
+    for c, results in runs.items():
+        e2e = statistics.median(r["images_per_s"] for r in results)
+        loop = statistics.median(r["encode_images_per_s"] for r in results)
+        rows.append({
+            "variant": variant,
+            "images": args.images,
+            "config": c,
+            "workers": results[0]["workers"],
+            "threads_set": parse_config(c)[1] or torch.get_num_threads(),
+            "thread_cap": not c.endswith("u"),
+            "e2e_images_per_s": round(e2e, 1),
+            "encode_images_per_s": round(loop, 1),
+            "forward_images_per_s": round(forward, 1),
+            "ratio": round(e2e / forward, 3),
+            "ratio_encode_images": round(loop / forward, 3),
+            "fixed_s": round(statistics.median(r["fixed_s"] for r in results), 2),
+        })
+    return rows
+
+
+def measure_memory(rss_folders: dict[int, Path], checkpoint: Path, config: str, batch_size: int) -> list[dict]:
+    """Peak memory of the whole process tree encoding folders of growing size."""
+    memory = []
+    for n, folder in rss_folders.items():
+        r = run_child("e2e", folder, checkpoint, batch_size, config=config, memory=True)
+        memory.append({
+            "images": n,
+            "workers": r["workers"],
+            "tree_peak_mb": round(r["tree_peak_mb"], 1),
+            "tree_peak_rss_sum_mb": round(r["tree_peak_rss_sum_mb"], 1),
+            "main_maxrss_mb": round(r["main_maxrss_mb"], 1),
+            "largest_child_maxrss_mb": round(r["largest_child_maxrss_mb"], 1),
+            "processes": r["processes"],
+            "images_per_s": round(r["images_per_s"], 1),
+        })
+    return memory
+
+
+def run(root: Path, args) -> dict:
+    import torch
+
+    setup_start = time.perf_counter()
+    checkpoint = args.checkpoint or train_tiny_checkpoint(root)
+    rss_sizes = [int(x) for x in args.rss_sizes.split(",") if x]
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    folders, rss_folders = prepare_folders(root, args, rss_sizes)
+    setup_s = time.perf_counter() - setup_start
+
+    throughput = []
+    for variant, folder in folders.items():
+        throughput.extend(measure_throughput(variant, folder, checkpoint, configs, args))
+    memory = measure_memory(rss_folders, checkpoint, configs[0], args.batch_size)
+    flat = None
+    if len(memory) >= 2:
+        small, large = memory[0]["tree_peak_mb"], memory[-1]["tree_peak_mb"]
+        flat = large - small <= max(0.10 * small, 50.0)
+    default_rows = [t for t in throughput if t["config"] == configs[0]]
+    return {
+        "benchmark": "encode",
+        "quick": args.quick,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "checkpoint": "given" if args.checkpoint else "brivl-tiny (2 steps)",
+        "throughput": throughput,
+        "memory": memory,
+        "memory_growth_mb": round(memory[-1]["tree_peak_mb"] - memory[0]["tree_peak_mb"], 1) if len(memory) >= 2 else None,
+        "setup_s": round(setup_s, 1),
+        "target_ratio": 0.8,
+        "met": all(t["ratio"] >= 0.8 for t in default_rows) and flat is not False,
+        "met_steady_state": all(t["ratio_encode_images"] >= 0.8 for t in default_rows),
+        "best": {v: max((t for t in throughput if t["variant"] == v), key=lambda t: t["e2e_images_per_s"])["config"]
+                 for v in folders},
+        "memory_flat": flat,
+    }
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
         result = child_e2e(args) if args.child == "e2e" else child_forward(args)
         print(json.dumps(result))
         return
     if args.quick:
         args.images, args.rss_sizes, args.rounds = 256, "256,1024", 1
-
-    import torch
-
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="wenlan-encode-bench-")
-        root = Path(tmp.name)
-    else:
-        root = args.workdir
-        root.mkdir(parents=True, exist_ok=True)
-    try:
-        setup_start = time.perf_counter()
-        checkpoint = args.checkpoint or train_tiny_checkpoint(root)
-        rss_sizes = [int(x) for x in args.rss_sizes.split(",") if x]
-        variants = [v for v in args.variants.split(",") if v]
-        configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-        folders = {}
-        for variant in variants:
-            files = make_source(root, variant, args.images)
-            folders[variant] = make_folder(root, variant, files, args.images)
-        rss_folders = {}
-        if rss_sizes:
-            files = make_source(root, args.rss_variant, max(rss_sizes))
-            rss_folders = {n: make_folder(root, args.rss_variant, files, n) for n in rss_sizes}
-        setup_s = time.perf_counter() - setup_start
-
-        throughput = []
-        for variant, folder in folders.items():
-            runs = {c: [] for c in configs}
-            forwards = []
-            for _ in range(args.rounds):
-                for c in configs:
-                    runs[c].append(run_child("e2e", folder, checkpoint, args.batch_size, config=c))
-                forwards.append(run_child("forward", folder, checkpoint, args.batch_size))
-            forward = statistics.median(r["images_per_s"] for r in forwards)
-            for c, results in runs.items():
-                e2e = statistics.median(r["images_per_s"] for r in results)
-                loop = statistics.median(r["encode_images_per_s"] for r in results)
-                throughput.append({
-                    "variant": variant,
-                    "images": args.images,
-                    "config": c,
-                    "workers": results[0]["workers"],
-                    "threads_set": parse_config(c)[1] or torch.get_num_threads(),
-                    "thread_cap": not c.endswith("u"),
-                    "e2e_images_per_s": round(e2e, 1),
-                    "encode_images_per_s": round(loop, 1),
-                    "forward_images_per_s": round(forward, 1),
-                    "ratio": round(e2e / forward, 3),
-                    "ratio_encode_images": round(loop / forward, 3),
-                    "fixed_s": round(statistics.median(r["fixed_s"] for r in results), 2),
-                })
-        memory = []
-        for n, folder in rss_folders.items():
-            r = run_child("e2e", folder, checkpoint, args.batch_size, config=configs[0], memory=True)
-            memory.append({
-                "images": n,
-                "workers": r["workers"],
-                "tree_peak_mb": round(r["tree_peak_mb"], 1),
-                "tree_peak_rss_sum_mb": round(r["tree_peak_rss_sum_mb"], 1),
-                "main_maxrss_mb": round(r["main_maxrss_mb"], 1),
-                "largest_child_maxrss_mb": round(r["largest_child_maxrss_mb"], 1),
-                "processes": r["processes"],
-                "images_per_s": round(r["images_per_s"], 1),
-            })
-        flat = None
-        if len(memory) >= 2:
-            small, large = memory[0]["tree_peak_mb"], memory[-1]["tree_peak_mb"]
-            flat = large - small <= max(0.10 * small, 50.0)
-        default_rows = [t for t in throughput if t["config"] == configs[0]]
-        print(json.dumps({
-            "benchmark": "encode",
-            "quick": args.quick,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "batch_size": args.batch_size,
-            "rounds": args.rounds,
-            "checkpoint": "given" if args.checkpoint else "brivl-tiny (2 steps)",
-            "throughput": throughput,
-            "memory": memory,
-            "memory_growth_mb": round(memory[-1]["tree_peak_mb"] - memory[0]["tree_peak_mb"], 1) if len(memory) >= 2 else None,
-            "setup_s": round(setup_s, 1),
-            "target_ratio": 0.8,
-            "met": all(t["ratio"] >= 0.8 for t in default_rows) and flat is not False,
-            "met_steady_state": all(t["ratio_encode_images"] >= 0.8 for t in default_rows),
-            "best": {v: max((t for t in throughput if t["variant"] == v), key=lambda t: t["e2e_images_per_s"])["config"]
-                     for v in folders},
-            "memory_flat": flat,
-        }))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run(args.workdir, args)))
+        return
+    with tempfile.TemporaryDirectory(prefix="wenlan-encode-bench-") as tmp:
+        print(json.dumps(run(Path(tmp), args)))
 
 if __name__ == "__main__":
     main()
