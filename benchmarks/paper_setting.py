@@ -122,7 +122,8 @@ class whole_towers:
         return False
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options, with --quick applied and the lists parsed (batch_sizes_list, seeds_list, losses_list)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="16,32")
     parser.add_argument("--seeds", default="0,1,2")
@@ -147,11 +148,71 @@ def main() -> None:
     if args.quick:
         args.seeds, args.steps, args.pretrain_steps, args.warmup = "0", 10, 20, 3
         args.synth_train, args.synth_val, args.tiles_train, args.tiles_val, args.queue_size = 300, 50, 120, 40, 64
-    batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
-    seeds = [int(x) for x in args.seeds.split(",")]
-    losses = [x.strip() for x in args.losses.split(",")]
-    if "moco" in losses and any(args.queue_size % b for b in batch_sizes):
+    args.batch_sizes_list = [int(x) for x in args.batch_sizes.split(",")]
+    args.seeds_list = [int(x) for x in args.seeds.split(",")]
+    args.losses_list = [x.strip() for x in args.losses.split(",")]
+    if "moco" in args.losses_list and any(args.queue_size % b for b in args.batch_sizes_list):
         parser.error(f"--queue-size {args.queue_size} must be a multiple of every batch size.")
+    return args
+
+
+def pretrain_towers(work: Path, extra: list[str], synth_val, args) -> tuple[dict, dict, float]:
+    """Pretrain brivl-tiny with clip on the synthetic data (a vocabulary that also holds
+    the tiles' captions): the run, its synth val recall and its seconds."""
+    t0 = time.monotonic()
+    pre = run_wenlan(
+        work, "pretrain", trainer_class=union_vocab_trainer(extra), model="brivl-tiny", dataset="synth",
+        steps=args.pretrain_steps, batch_size=64, loss="clip", lr=1e-3, warmup=min(50, args.pretrain_steps // 4),
+        seed=0, device=args.device, workers=0, keep=1, log_every=max(1, args.pretrain_steps // 10),
+        synth_train=args.synth_train, synth_val=args.synth_val, synth_test=10,
+    )
+    pretrain_s = time.monotonic() - t0
+    pretrain_recall = short_metrics(evaluate_checkpoint(pre["checkpoint"], synth_val, args.device))
+    return pre, pretrain_recall, pretrain_s
+
+
+def compare_run(work: Path, tiles: Path, weights: tuple[Path, Path], pretrained_checkpoint, tiles_val,
+                batch: int, seed: int, loss: str, args) -> dict:
+    """One comparison run on the tiles from the pretrained encoders (or whole towers
+    with --init towers), evaluated on the tiles' val split: its entry in "runs"."""
+    image_weights, text_dir = weights
+    options = dict(
+        model="brivl-tiny", dataset="aic-icc", data_dir=str(tiles), pretrained=True,
+        image_weights=str(image_weights), text_weights=str(text_dir), steps=args.steps,
+        batch_size=batch, lr=args.lr, warmup=args.warmup, loss=loss, seed=seed, device=args.device,
+        workers=0, keep=1, log_every=max(1, args.steps // 10),
+    )
+    if loss == "moco":
+        options.update(queue_size=args.queue_size, queue_warmup=0, mask_false_negatives=not args.no_mask)
+    t0 = time.monotonic()
+    with whole_towers(pretrained_checkpoint if args.init == "towers" else None) as towers:
+        run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
+    if towers.missing:
+        raise RuntimeError(f"--init towers left tower weights unloaded: {towers.missing[:3]}")
+    train_s = time.monotonic() - t0
+    metrics = evaluate_checkpoint(run["checkpoint"], tiles_val, args.device)
+    log = run["train_log"]
+    return {
+        "batch_size": batch, "seed": seed, "loss": loss, "steps": run["steps"],
+        "final_loss": log[-1]["loss"] if log else None, "train_s": round(train_s, 1),
+        **short_metrics(metrics),
+    }
+
+
+def summarize(runs: list[dict], batch_sizes: list[int], losses: list[str], seeds: list[int]) -> tuple[dict, dict]:
+    """Mean +- std of mean recall per batch size and loss, and the paired moco-vs-clip verdict."""
+    summary, verdict = {}, {}
+    for batch in batch_sizes:
+        for loss in losses:
+            summary[f"b{batch}_{loss}"] = mean_std([r["mean_recall"] for r in runs if r["batch_size"] == batch and r["loss"] == loss])
+        if {"moco", "clip"} <= set(losses):
+            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
+    return summary, verdict
+
+
+def main() -> None:
+    args = parse_args()
+    batch_sizes, seeds, losses = args.batch_sizes_list, args.seeds_list, args.losses_list
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -170,49 +231,14 @@ def main() -> None:
         tiles_train = load_records("aic-icc", str(tiles), "train")
         tiles_val = load_records("aic-icc", str(tiles), "val")
         extra = [c for r in list(tiles_train) + list(tiles_val) for c in r.captions]
-
-        t0 = time.monotonic()
-        pre = run_wenlan(
-            work, "pretrain", trainer_class=union_vocab_trainer(extra), model="brivl-tiny", dataset="synth",
-            steps=args.pretrain_steps, batch_size=64, loss="clip", lr=1e-3, warmup=min(50, args.pretrain_steps // 4),
-            seed=0, device=args.device, workers=0, keep=1, log_every=max(1, args.pretrain_steps // 10),
-            synth_train=args.synth_train, synth_val=args.synth_val, synth_test=10,
-        )
-        pretrain_s = time.monotonic() - t0
-        pretrain_recall = short_metrics(evaluate_checkpoint(pre["checkpoint"], synth_val, args.device))
-        image_weights, text_dir = export_towers(pre["checkpoint"], work / "towers")
-
+        pre, pretrain_recall, pretrain_s = pretrain_towers(work, extra, synth_val, args)
+        weights = export_towers(pre["checkpoint"], work / "towers")
         for batch in batch_sizes:
             for seed in seeds:
                 for loss in losses:
-                    options = dict(
-                        model="brivl-tiny", dataset="aic-icc", data_dir=str(tiles), pretrained=True,
-                        image_weights=str(image_weights), text_weights=str(text_dir), steps=args.steps,
-                        batch_size=batch, lr=args.lr, warmup=args.warmup, loss=loss, seed=seed, device=args.device,
-                        workers=0, keep=1, log_every=max(1, args.steps // 10),
-                    )
-                    if loss == "moco":
-                        options.update(queue_size=args.queue_size, queue_warmup=0, mask_false_negatives=not args.no_mask)
-                    t0 = time.monotonic()
-                    with whole_towers(pre["checkpoint"] if args.init == "towers" else None) as towers:
-                        run = run_wenlan(work, f"b{batch}-s{seed}-{loss}", **options)
-                    if towers.missing:
-                        raise RuntimeError(f"--init towers left tower weights unloaded: {towers.missing[:3]}")
-                    train_s = time.monotonic() - t0
-                    metrics = evaluate_checkpoint(run["checkpoint"], tiles_val, args.device)
-                    log = run["train_log"]
-                    runs.append({
-                        "batch_size": batch, "seed": seed, "loss": loss, "steps": run["steps"],
-                        "final_loss": log[-1]["loss"] if log else None, "train_s": round(train_s, 1),
-                        **short_metrics(metrics),
-                    })
+                    runs.append(compare_run(work, tiles, weights, pre["checkpoint"], tiles_val, batch, seed, loss, args))
 
-    summary, verdict = {}, {}
-    for batch in batch_sizes:
-        for loss in losses:
-            summary[f"b{batch}_{loss}"] = mean_std([r["mean_recall"] for r in runs if r["batch_size"] == batch and r["loss"] == loss])
-        if {"moco", "clip"} <= set(losses):
-            verdict[f"b{batch}"] = moco_vs_clip(runs, batch, seeds)
+    summary, verdict = summarize(runs, batch_sizes, losses, seeds)
     print(json.dumps({
         "benchmark": "paper_setting",
         "quick": args.quick,
@@ -231,7 +257,6 @@ def main() -> None:
         "verdict": verdict or None,
         "total_s": round(time.monotonic() - started, 1),
     }, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()
