@@ -155,7 +155,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
@@ -165,66 +165,58 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600, help="Stop the load after this long.")
     parser.add_argument("--checkpoint", help="A checkpoint to serve (default: train brivl-tiny for 2 steps).")
     parser.add_argument("--target-p99-ms", type=float, default=100.0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="wenlan-serve-bench-") as tmp:
-        work = Path(tmp)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else tiny_checkpoint(work)
-        log(f"checkpoint {checkpoint}; writing an index of {args.vectors:,} vectors")
-        synthetic_index(work / "idx", work / "images", checkpoint, args.vectors)
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "wenlan_cli", "serve", "--index", str(work / "idx"), "--port", str(port),
-             "--device", "cpu", "--no-access-log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+
+def wait_until_up(server: subprocess.Popen, port: int) -> tuple[dict, float]:
+    """Poll /healthz until `wenlan serve` answers: its health and the seconds it took."""
+    started = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"wenlan serve exited: {server.stderr.read()}")
         try:
-            started = time.monotonic()
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"wenlan serve exited: {server.stderr.read()}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                        health = json.loads(response.read())
-                    break
-                except OSError:
-                    if time.monotonic() - started > 180:
-                        raise SystemExit("wenlan serve did not start within 180 s") from None
-                    time.sleep(0.2)
-            startup = time.monotonic() - started
-            log(f"server up in {startup:.1f} s with {health['images']:,} images; warming up")
-            queries = captions()
-            load(port, queries, args.warmup, args.clients, args.k, time.monotonic() + 120)
-            rss_before = rss_mb(server.pid)
-            cpu_before = cpu_seconds(server.pid)
-            samples, stop = [rss_before], threading.Event()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                health = json.loads(response.read())
+            return health, time.monotonic() - started
+        except OSError:
+            if time.monotonic() - started > 180:
+                raise SystemExit("wenlan serve did not start within 180 s") from None
+            time.sleep(0.2)
 
-            def sample() -> None:
-                while not stop.wait(0.25):
-                    samples.append(rss_mb(server.pid))
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            log(f"{args.requests:,} requests from {args.clients} clients")
-            results, seconds = load(port, queries, args.requests, args.clients, args.k,
-                                    time.monotonic() + args.max_seconds)
-            stop.set()
-            sampler.join()
-            rss_after = rss_mb(server.pid)
-            server_cpu = cpu_seconds(server.pid) - cpu_before
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-                batches = json.loads(response.read()).get("recent_batch_sizes", [])
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+def measure_load(server: subprocess.Popen, port: int, args) -> dict:
+    """Warm up, then the timed load with the server's memory sampled every 0.25 s and its
+    CPU time counted: the raw figures `summarize` turns into the JSON line."""
+    queries = captions()
+    load(port, queries, args.warmup, args.clients, args.k, time.monotonic() + 120)
+    rss_before = rss_mb(server.pid)
+    cpu_before = cpu_seconds(server.pid)
+    samples, stop = [rss_before], threading.Event()
 
+    def sample() -> None:
+        while not stop.wait(0.25):
+            samples.append(rss_mb(server.pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    log(f"{args.requests:,} requests from {args.clients} clients")
+    results, seconds = load(port, queries, args.requests, args.clients, args.k, time.monotonic() + args.max_seconds)
+    stop.set()
+    sampler.join()
+    rss_after = rss_mb(server.pid)
+    server_cpu = cpu_seconds(server.pid) - cpu_before
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        batches = json.loads(response.read()).get("recent_batch_sizes", [])
+    return {"results": results, "seconds": seconds, "rss_before": rss_before, "rss_after": rss_after,
+            "samples": samples, "server_cpu": server_cpu, "batches": batches}
+
+
+def summarize(args, health: dict, startup: float, m: dict) -> dict:
+    results, seconds, batches = m["results"], m["seconds"], m["batches"]
     latencies = [s * 1000 for s, ok in results if ok]
     errors = sum(1 for _, ok in results if not ok)
     p99 = percentile(latencies, 99)
-    print(json.dumps({
+    return {
         "benchmark": "serve",
         "vectors": args.vectors,
         "dim": health["dim"],
@@ -241,16 +233,41 @@ def main() -> None:
         "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
         "target_p99_ms": args.target_p99_ms,
         "p99_met": bool(p99 < args.target_p99_ms),
-        "rss_before_mb": round(rss_before, 1),
-        "rss_after_mb": round(rss_after, 1),
-        "rss_peak_mb": round(max(samples), 1),
-        "rss_growth_mb": round(rss_after - rss_before, 1),
-        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(results)), 2),
+        "rss_before_mb": round(m["rss_before"], 1),
+        "rss_after_mb": round(m["rss_after"], 1),
+        "rss_peak_mb": round(max(m["samples"]), 1),
+        "rss_growth_mb": round(m["rss_after"] - m["rss_before"], 1),
+        "server_cpu_ms_per_request": round(m["server_cpu"] * 1000 / max(1, len(results)), 2),
         "mean_batch_last_16": round(statistics.fmean(batches), 2) if batches else None,
         "server_startup_s": round(startup, 1),
         "cpus": os.cpu_count(),
-    }))
+    }
 
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="wenlan-serve-bench-") as tmp:
+        work = Path(tmp)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else tiny_checkpoint(work)
+        log(f"checkpoint {checkpoint}; writing an index of {args.vectors:,} vectors")
+        synthetic_index(work / "idx", work / "images", checkpoint, args.vectors)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "wenlan_cli", "serve", "--index", str(work / "idx"), "--port", str(port),
+             "--device", "cpu", "--no-access-log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            health, startup = wait_until_up(server, port)
+            log(f"server up in {startup:.1f} s with {health['images']:,} images; warming up")
+            measured = measure_load(server, port, args)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print(json.dumps(summarize(args, health, startup, measured)))
 
 if __name__ == "__main__":
     main()
