@@ -73,7 +73,7 @@ class MaskCounter:
         }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=240)
@@ -95,6 +95,57 @@ def main() -> None:
         args.synth_train, args.synth_val, args.synth_test, args.queue_size = 160, 40, 20, 256
     if args.queue_size % args.batch_size:
         parser.error(f"--queue-size {args.queue_size} must be a multiple of --batch-size {args.batch_size}.")
+    return args
+
+
+def masked_run(work: Path, seed: int, mask: bool, val_records, args) -> tuple[dict, dict]:
+    """One moco run with the mask on or off, counting what the mask removes: its entry
+    in "runs" and the mask counts."""
+    options = dict(
+        model="brivl-tiny", dataset="synth", steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup=args.warmup, loss="moco", queue_size=args.queue_size, queue_warmup=args.queue_warmup,
+        mask_false_negatives=mask, seed=seed, device=args.device, workers=0,
+        log_every=max(1, args.steps // 10), keep=1, synth_train=args.synth_train,
+        synth_val=args.synth_val, synth_test=args.synth_test,
+    )
+    counter = MaskCounter()
+    t0 = time.monotonic()
+    with counter:
+        run = run_wenlan(work, f"s{seed}-{'on' if mask else 'off'}", **options)
+    train_s = time.monotonic() - t0
+    masked = counter.summary()
+    metrics = evaluate_checkpoint(run["checkpoint"], val_records, args.device)
+    log = run["train_log"]
+    entry = {
+        "seed": seed, "mask": mask, "steps": run["steps"], "final_loss": log[-1]["loss"] if log else None,
+        "train_s": round(train_s, 1), "pairs_per_s": round(run["steps"] * args.batch_size / train_s, 1),
+        **short_metrics(metrics),
+    }
+    return entry, masked
+
+
+def compare(runs: list[dict], seeds: list[int]) -> dict:
+    """Mask on against off: means per metric and the paired per-seed differences."""
+
+    def pick(mask, key):
+        return [r[key] for r in runs if r["mask"] is mask]
+
+    diffs = [
+        next(r["mean_recall"] for r in runs if r["seed"] == s and r["mask"]) - next(r["mean_recall"] for r in runs if r["seed"] == s and not r["mask"])
+        for s in seeds
+    ]
+    return {
+        "mean_recall": {"mask_on": mean_std(pick(True, "mean_recall")), "mask_off": mean_std(pick(False, "mean_recall"))},
+        "i2t_r1": {"mask_on": mean_std(pick(True, "i2t_r1")), "mask_off": mean_std(pick(False, "i2t_r1"))},
+        "t2i_r1": {"mask_on": mean_std(pick(True, "t2i_r1")), "mask_off": mean_std(pick(False, "t2i_r1"))},
+        "on_minus_off": mean_std(diffs),
+        "mask_wins_every_seed": all(x > 0 for x in diffs),
+        "pairs_per_s": {"mask_on": mean_std(pick(True, "pairs_per_s"))["mean"], "mask_off": mean_std(pick(False, "pairs_per_s"))["mean"]},
+    }
+
+
+def main() -> None:
+    args = parse_args()
     seeds = [int(x) for x in args.seeds.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,36 +163,11 @@ def main() -> None:
     with work_dir(args.keep, "wenlan-false-negatives-") as work:
         for seed in seeds:
             for mask in (True, False):
-                options = dict(
-                    model="brivl-tiny", dataset="synth", steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    warmup=args.warmup, loss="moco", queue_size=args.queue_size, queue_warmup=args.queue_warmup,
-                    mask_false_negatives=mask, seed=seed, device=args.device, workers=0,
-                    log_every=max(1, args.steps // 10), keep=1, synth_train=args.synth_train,
-                    synth_val=args.synth_val, synth_test=args.synth_test,
-                )
-                counter = MaskCounter()
-                t0 = time.monotonic()
-                with counter:
-                    run = run_wenlan(work, f"s{seed}-{'on' if mask else 'off'}", **options)
-                train_s = time.monotonic() - t0
+                entry, masked = masked_run(work, seed, mask, val_records, args)
                 if mask:
-                    counts[seed] = counter.summary()
-                metrics = evaluate_checkpoint(run["checkpoint"], val_records, args.device)
-                log = run["train_log"]
-                runs.append({
-                    "seed": seed, "mask": mask, "steps": run["steps"], "final_loss": log[-1]["loss"] if log else None,
-                    "train_s": round(train_s, 1), "pairs_per_s": round(run["steps"] * args.batch_size / train_s, 1),
-                    **short_metrics(metrics),
-                })
+                    counts[seed] = masked
+                runs.append(entry)
 
-    def pick(mask, key):
-        return [r[key] for r in runs if r["mask"] is mask]
-
-    diffs = [
-        next(r["mean_recall"] for r in runs if r["seed"] == s and r["mask"]) - next(r["mean_recall"] for r in runs if r["seed"] == s and not r["mask"])
-        for s in seeds
-    ]
-    d = mean_std(diffs)
     print(json.dumps({
         "benchmark": "false_negatives",
         "quick": args.quick,
@@ -154,16 +180,10 @@ def main() -> None:
             "queue_warmup": args.queue_warmup, "lr": args.lr, "warmup": args.warmup,
         },
         "runs": runs,
-        "mean_recall": {"mask_on": mean_std(pick(True, "mean_recall")), "mask_off": mean_std(pick(False, "mean_recall"))},
-        "i2t_r1": {"mask_on": mean_std(pick(True, "i2t_r1")), "mask_off": mean_std(pick(False, "i2t_r1"))},
-        "t2i_r1": {"mask_on": mean_std(pick(True, "t2i_r1")), "mask_off": mean_std(pick(False, "t2i_r1"))},
-        "on_minus_off": d,
-        "mask_wins_every_seed": all(x > 0 for x in diffs),
-        "pairs_per_s": {"mask_on": mean_std(pick(True, "pairs_per_s"))["mean"], "mask_off": mean_std(pick(False, "pairs_per_s"))["mean"]},
+        **compare(runs, seeds),
         "masked": counts,
         "total_s": round(time.monotonic() - started, 1),
     }, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()
