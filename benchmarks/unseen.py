@@ -142,7 +142,8 @@ def short(metrics: dict | None) -> dict | None:
     return {k: round(float(metrics[k]), 2) for k in keys if k in metrics}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options, with --quick applied and the dataset names checked (names_list)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
     parser.add_argument("--train", type=int, default=3000, help="training images per dataset (5 captions each)")
@@ -158,10 +159,36 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.train, args.val, args.time_budget, args.caption_time_budget = 200, 40, 20.0, 10.0
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DATASETS]
+    args.names_list = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in args.names_list if n not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
+    return args
+
+
+def one_dataset(name: str, work: Path, open_clip, args) -> dict:
+    """wenlan pretrain, open_clip for the same training-loop seconds, and (unless
+    --no-caption) finetune-caption on one generated dataset: its entry in "datasets"."""
+    data = work / name / "data"
+    if not (data / "done").exists():
+        write_dataset(name, data, train=args.train, val=args.val, seed=args.seed)
+        (data / "done").write_text("", encoding="utf-8")
+    print(f"[unseen] {name}: wenlan pretrain", file=sys.stderr, flush=True)
+    wenlan = run_wenlan(data, work / name / "wenlan", args.time_budget)
+    print(f"[unseen] {name}: open_clip for {wenlan['loop_s']} s", file=sys.stderr, flush=True)
+    torch.manual_seed(args.seed)
+    other = run_open_clip(open_clip, data, work / name / "open_clip", wenlan["loop_s"], args.seed)
+    entry = {"wenlan": wenlan, "open_clip": other}
+    if not args.no_caption:
+        print(f"[unseen] {name}: finetune-caption", file=sys.stderr, flush=True)
+        entry["caption"] = run_caption(wenlan["checkpoint"], data, work / name / "caption", args.caption_time_budget)
+    entry["wenlan_ahead"] = wenlan["val"]["mean_recall"] > other["val"]["mean_recall"]
+    print(f"[unseen] {name} done: {json.dumps(entry, ensure_ascii=False)}", file=sys.stderr, flush=True)
+    return entry
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import transformers
@@ -173,23 +200,8 @@ def main() -> None:
     results = {}
     started = time.monotonic()
     with work_dir(args.keep, "wenlan-unseen-") as work:
-        for name in names:
-            data = work / name / "data"
-            if not (data / "done").exists():
-                write_dataset(name, data, train=args.train, val=args.val, seed=args.seed)
-                (data / "done").write_text("", encoding="utf-8")
-            print(f"[unseen] {name}: wenlan pretrain", file=sys.stderr, flush=True)
-            wenlan = run_wenlan(data, work / name / "wenlan", args.time_budget)
-            print(f"[unseen] {name}: open_clip for {wenlan['loop_s']} s", file=sys.stderr, flush=True)
-            torch.manual_seed(args.seed)
-            other = run_open_clip(open_clip, data, work / name / "open_clip", wenlan["loop_s"], args.seed)
-            entry = {"wenlan": wenlan, "open_clip": other}
-            if not args.no_caption:
-                print(f"[unseen] {name}: finetune-caption", file=sys.stderr, flush=True)
-                entry["caption"] = run_caption(wenlan["checkpoint"], data, work / name / "caption", args.caption_time_budget)
-            entry["wenlan_ahead"] = wenlan["val"]["mean_recall"] > other["val"]["mean_recall"]
-            results[name] = entry
-            print(f"[unseen] {name} done: {json.dumps(entry, ensure_ascii=False)}", file=sys.stderr, flush=True)
+        for name in args.names_list:
+            results[name] = one_dataset(name, work, open_clip, args)
     targets = {
         "wenlan_ahead_of_open_clip_on_every_dataset": all(r["wenlan_ahead"] for r in results.values()),
     }
@@ -207,7 +219,6 @@ def main() -> None:
         "targets_met": targets,
         "total_s": round(time.monotonic() - started, 1),
     }, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()
