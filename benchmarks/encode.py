@@ -245,8 +245,8 @@ def child_forward(args) -> dict:
     import torch
 
     from wenlan_cli.data.pipeline import normalize_images, pad_boxes, prepare_image
+    from wenlan_cli.data.imagefiles import collect_image_paths
     from wenlan_cli.data.records import ImageTextRecord
-    from wenlan_cli.encode import collect_image_paths
     from wenlan_cli.loading import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, device="cpu")

@@ -14,9 +14,7 @@ from torch.utils.data import DataLoader
 
 from .engine.device import autocast_context, threads_beside_workers
 from .data.pipeline import ImageCollator, ImageDataset, ImageSettings, normalize_images, pad_token_ids, tokenize_all
-from .data.imagefiles import IMAGE_SUFFIXES, collect_image_paths  # noqa: F401 (re-exported)
 from .data.records import ImageTextRecord
-from .data.files import read_text_lines  # noqa: F401 (re-exported)
 from .errors import DataError
 
 
