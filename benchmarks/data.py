@@ -7,9 +7,10 @@ The pipeline is what `wenlan pretrain` builds: `PairDataset` (decode the JPEG, r
 the model's input, place the region boxes) + `PairSampler` + `PairCollator` (stack, pad
 boxes and token ids) through a DataLoader with the same options (`persistent_workers`,
 `prefetch_factor=4` with workers). There is no random augmentation in the pipeline; the
-transforms are the decode, the resize and the boxes. Captions are tokenised once up front,
-as training does (`tokenize_all` per record, timed and reported separately, with its cost
-for the default 10k x 5 captions).
+transforms are the decode, the resize and the boxes. Captions are tokenised once up front
+here (`tokenize_all` per record, timed and reported separately, with its cost for the
+default 10k x 5 captions); `wenlan pretrain` itself tokenises per pair in the DataLoader
+(`CaptionTokens`), so its workers also do that small part of the work.
 
 Each config is `wN` (N DataLoader workers, torch's default intra-op threads in the main
 process) or `wNtM` (also `torch.set_num_threads(M)` in the main process while it runs);
@@ -150,8 +151,8 @@ def build_variants(root: Path, args: argparse.Namespace) -> tuple[list, dict[str
 
 
 def time_tokenizing(tokenizer, records, max_length: int) -> tuple[list, dict]:
-    """Token ids per record, tokenised once as `Pretrainer._run` does (one `tokenize_all`
-    call per record), and the cost of that against one batched call."""
+    """Token ids per record, tokenised up front (one `tokenize_all` call per record), and
+    the cost of that against one batched call."""
     from wenlan_cli.data.pipeline import tokenize_all
 
     start = time.perf_counter()
