@@ -201,3 +201,23 @@ def test_unknown_options_and_missing_required_ones_are_usage_errors(capsys):
     assert code == 2 and "No such option" in err
     code, _, err = run_cli(capsys, "eval-retrieval")
     assert code == 2 and "--checkpoint" in err
+
+
+def test_encode_inputs_and_manifest_without_a_model(synth_dir, tmp_path):
+    """`wenlan encode`'s library steps: what it reads from each kind of input, and the manifest."""
+    from wenlan_cli.cli.encode import collect_inputs, manifest_of
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("一只猫\n\n一条狗\n", encoding="utf-8")
+    found = collect_inputs(None, texts, None, None, "val", False)
+    assert (found.items, found.texts, found.records) == (["一只猫", "一条狗"], True, None)
+    captions = collect_inputs(None, None, "synth", str(synth_dir), "val", True)
+    assert captions.texts and len(captions.items) == len(captions.caption_images) > len(captions.records)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    found = collect_inputs([folder], None, None, None, "val", False)
+    assert found.items == [] and found.not_files == [{"path": str(folder / "pipe.jpg"), "reason": "a FIFO (named pipe), not a regular file"}]
+    manifest = manifest_of("ckpt", "onnx", captions, (3, 8), ["a", "b", "c"], [], dataset="synth", split="val")
+    assert manifest == {"checkpoint": "ckpt", "backend": "onnx", "kind": "text", "shape": [3, 8], "rows": ["a", "b", "c"],
+                        "dataset": "synth", "split": "val", "caption_images": captions.caption_images, "skipped": []}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,17 +34,39 @@ def encode(
 
     The vectors are L2-normalised float32, one row per item, in the order the manifest
     records (folders: sorted paths)."""
-    import os
-
-    import numpy as np
     from rich.console import Console
-    from ..engine.progress import counting_progress
 
-    from ..data.records import ImageTextRecord
-    from ..backends import check_backend, check_onnx_options, open_backend
-    from ..data.imagefiles import collect_image_paths
-    from ..data.files import read_text_lines
+    from ..backends import open_backend
     from ..errors import UsageError
+
+    dev = _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend,
+                         device=device, precision=precision, batch_size=batch_size, workers=workers)
+    err = Console(stderr=True)
+    inputs = collect_inputs(paths, texts, dataset, data_dir, split, captions)
+    for entry in inputs.not_files:
+        err.print(f"skipped {entry['path']}: {entry['reason']}", markup=False, highlight=False, soft_wrap=True)
+    if not inputs.items:
+        raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
+    encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
+    array, rows, skipped = _encode(encoder, inputs, err, batch_size=batch_size, workers=workers, skip_bad=skip_bad)
+    manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
+    _save(array, output)
+    if manifest_path is not None:
+        manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps(manifest_of(
+            encoder.path, backend, inputs, array.shape, rows, skipped, dataset=dataset, split=split,
+        ), ensure_ascii=False, indent=1), encoding="utf-8")
+    where = str(output) if output is not None else "stdout"
+    err.print(f"Encoded {array.shape[0]} {'texts' if inputs.texts else 'images'} -> {where} {tuple(array.shape)}"
+              + (f"; row order in {manifest_path}" if manifest_path else "; pass --manifest FILE to record the row order")
+              + (f"; skipped {len(skipped)} unreadable image(s) or entries that are not files" if skipped else ""))
+
+
+def _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend, **inference):
+    """Every option checked before anything is read; returns the device."""
+    from ..backends import check_backend, check_onnx_options
+    from ..errors import UsageError
+    from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
     from .options import check_file_output, check_inference_options
 
     sources = sum(x for x in (bool(paths), texts is not None, dataset is not None))
@@ -55,12 +78,8 @@ def encode(
         raise UsageError("--captions needs --dataset.")
     if output is None and sys.stdout.isatty():
         raise UsageError("refusing to write binary .npy data to a terminal; pass -o FILE.npy or redirect stdout.")
-    if check_backend(backend) == "onnx":
-        dev = check_onnx_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
-    else:
-        dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
-    from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
-
+    check = check_onnx_options if check_backend(backend) == "onnx" else check_inference_options
+    dev = check(**inference)
     check_outputs(
         [("--output", output), ("--manifest", manifest or (output.with_suffix(".manifest.json") if output is not None else None))],
         [*(i for p in paths or [] for i in path_input("PATHS", p)), *file_input("--texts", texts),
@@ -70,76 +89,99 @@ def encode(
         raise UsageError(f"--output {output} should end in .npy.")
     check_file_output("--output", output)
     check_file_output("--manifest", manifest)
+    return dev
 
-    err = Console(stderr=True)
-    records, owners, listed = None, None, []
+
+@dataclass
+class EncodeInputs:
+    """What `wenlan encode` encodes: texts, or images (paths, or a dataset's records)."""
+
+    items: list  # texts, or image paths
+    texts: bool
+    records: list | None = None  # a dataset's records (their boxes are used)
+    caption_images: list | None = None  # --captions: the image of each caption
+    not_files: list = field(default_factory=list)  # {"path", "reason"} of arguments that are not image files
+
+
+def collect_inputs(paths, texts, dataset, data_dir, split, captions) -> EncodeInputs:
+    """The items of one of: image files/folders, a texts file, a dataset split (its images,
+    or with `captions` its captions)."""
+    from ..data.files import read_text_lines
+    from ..data.imagefiles import collect_image_paths
+
     if dataset is not None:
         from ..data.sources import load_records
 
         records = load_records(dataset, data_dir, split)
         if captions:
-            items = [c for r in records for c in r.captions]
-            owners = [r.image_id for r in records for _ in r.captions]
+            found = EncodeInputs([c for r in records for c in r.captions], True, records,
+                                 [r.image_id for r in records for _ in r.captions])
         else:
-            items = [r.image_path for r in records]
+            found = EncodeInputs([r.image_path for r in records], False, records)
     elif texts is not None:
-        items = read_text_lines(texts)
+        found = EncodeInputs(read_text_lines(texts), True)
     else:
         not_files: list = []
         items = collect_image_paths(paths, skipped=not_files)
-        for path, reason in not_files:
-            err.print(f"skipped {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
-        listed = [{"path": str(path), "error": f"{path}: skipped, {reason}"} for path, reason in not_files]
-    encoding_texts = texts is not None or captions
-    if not items:
-        raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
-    encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
+        found = EncodeInputs(items, False, not_files=[{"path": str(p), "reason": reason} for p, reason in not_files])
+    return found
+
+
+def _encode(encoder, inputs: EncodeInputs, err, *, batch_size, workers, skip_bad):
+    """(float32 array, manifest rows, skipped entries), with a progress bar on a terminal."""
+    import numpy as np
+
+    from ..data.records import ImageTextRecord
+    from ..engine.progress import counting_progress
+    from .options import inference_workers
+
     progress = counting_progress("encoding", err, disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
-    skipped: list[dict] = []
+    listed = [{"path": e["path"], "error": f"{e['path']}: skipped, {e['reason']}"} for e in inputs.not_files]
     with progress:
-        task = progress.add_task("encode", total=len(items))
+        task = progress.add_task("encode", total=len(inputs.items))
         advance = lambda n: progress.advance(task, n)  # noqa: E731
-        if encoding_texts:
-            vectors = encoder.encode_texts(items, batch_size=batch_size, on_batch=advance)
-            rows = items
+        if inputs.texts:
+            vectors = encoder.encode_texts(inputs.items, batch_size=batch_size, on_batch=advance)
+            rows, skipped = inputs.items, []
         else:
-            if records is None:
-                records = [ImageTextRecord(image_id=str(p), image_path=p, captions=[]) for p in items]
-            n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+            records = inputs.records or [ImageTextRecord(image_id=str(p), image_path=p, captions=[]) for p in inputs.items]
             vectors, kept, failures = encoder.encode_images(
-                records, batch_size=batch_size, workers=n_workers, skip_bad=skip_bad, on_batch=advance,
+                records, batch_size=batch_size, workers=inference_workers(workers), skip_bad=skip_bad, on_batch=advance,
             )
-            rows = [str(items[i]) if dataset is None else records[i].image_id for i in kept]
-            skipped = [{"path": str(items[i]), "error": message} for i, message in failures] + listed
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
-    manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
+            rows = [str(inputs.items[i]) if inputs.records is None else records[i].image_id for i in kept]
+            skipped = [{"path": str(inputs.items[i]), "error": message} for i, message in failures] + listed
+    return np.ascontiguousarray(vectors, dtype=np.float32), rows, skipped
+
+
+def manifest_of(checkpoint, backend: str, inputs: EncodeInputs, shape, rows, skipped, *, dataset=None, split=None) -> dict:
+    """The manifest beside the .npy: where the vectors come from and the row order."""
+    return {
+        "checkpoint": str(checkpoint),
+        **({"backend": "onnx"} if backend == "onnx" else {}),
+        "kind": "text" if inputs.texts else "image",
+        "shape": list(shape),
+        "rows": rows,
+        **({"dataset": dataset, "split": split} if dataset else {}),
+        **({"caption_images": inputs.caption_images} if inputs.caption_images is not None else {}),
+        "skipped": skipped,
+    }
+
+
+def _save(array, output: Path | None) -> None:
+    """The .npy to `output`, or to stdout (a closed pipe is a quiet exit)."""
+    import numpy as np
+
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         np.save(output, array)
-    else:
-        try:
-            np.save(WriteOnly(sys.stdout.buffer), array)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:  # the reader has all it wanted (`| head -c 10`)
-            from . import closed_pipe_exit
+        return
+    try:
+        np.save(WriteOnly(sys.stdout.buffer), array)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # the reader has all it wanted (`| head -c 10`)
+        from . import closed_pipe_exit
 
-            raise typer.Exit(closed_pipe_exit()) from None
-    if manifest_path is not None:
-        manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps({
-            "checkpoint": str(encoder.path),
-            **({"backend": "onnx"} if backend == "onnx" else {}),
-            "kind": "text" if encoding_texts else "image",
-            "shape": list(array.shape),
-            "rows": rows,
-            **({"dataset": dataset, "split": split} if dataset else {}),
-            **({"caption_images": owners} if owners is not None else {}),
-            "skipped": skipped,
-        }, ensure_ascii=False, indent=1), encoding="utf-8")
-    where = str(output) if output is not None else "stdout"
-    err.print(f"Encoded {array.shape[0]} {'texts' if encoding_texts else 'images'} -> {where} {tuple(array.shape)}"
-              + (f"; row order in {manifest_path}" if manifest_path else "; pass --manifest FILE to record the row order")
-              + (f"; skipped {len(skipped)} unreadable image(s) or entries that are not files" if skipped else ""))
+        raise typer.Exit(closed_pipe_exit()) from None
 
 
 class WriteOnly:

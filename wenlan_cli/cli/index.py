@@ -27,13 +27,11 @@ def index(
 
     Encode the images under IMAGES_DIR into an index for `wenlan search`. Re-running
     encodes only new or changed files and drops deleted ones."""
-    import os
-
     from rich.console import Console
     from ..engine.progress import counting_progress
 
     from ..search.index import update_index
-    from .options import check_inference_options
+    from .options import check_inference_options, inference_workers
 
     from ..backends import check_backend, check_onnx_options
 
@@ -45,7 +43,7 @@ def index(
 
     check_outputs([("--out", out)], [*folder_input("IMAGES_DIR", images_dir), *checkpoint_input("--checkpoint", checkpoint)])
     err = Console(stderr=True)
-    n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+    n_workers = inference_workers(workers)
     progress = counting_progress("indexing", err)
     task = None
 
