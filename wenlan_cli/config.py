@@ -250,6 +250,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise UsageError(f"{where} must be a string, not {value!r}.")
         return value
+    if annotation is Path:  # a command's file option, from a --config file or the command line
+        if not isinstance(value, (str, Path)):
+            raise UsageError(f"{where} must be a path, not {value!r}.")
+        return Path(value)
     return value
 
 

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
-def eval_retrieval(
-    checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory (its final, else latest, checkpoint).")],
-    dataset: Annotated[str, Opt(help="synth, aic-icc, brivl-jsonl, jsonl, csv, or a Chinese-CLIP benchmark: muge, flickr30k-cn, coco-cn; webdataset for shards.")] = "synth",
-    data_dir: Annotated[Optional[str], Opt(help="Folder with the data (synth: default is the cached copy).")] = None,
-    split: Annotated[str, Opt(help="train, val or test (muge / flickr30k-cn / coco-cn: train, valid or test; val means valid).")] = "val",
-    output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
-    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 128,
-    workers: Annotated[int, Opt(help="DataLoader worker processes decoding images.")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
-    chunk_size: Annotated[int, Opt(help="Queries scored at once (memory is chunk x candidates).")] = 1024,
-    image_column: Annotated[Optional[str], Opt(help="Image column of jsonl/csv data.")] = None,
-    text_column: Annotated[Optional[str], Opt(help="Text column of jsonl/csv data.")] = None,
-    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images (and their captions) out instead of failing; the metrics count them.")] = False,
-) -> None:
+@dataclass
+class EvalRetrievalConfig:
+    """The options of `wenlan eval-retrieval` (and the keys of its `--config` file)."""
+
+    checkpoint: str = option(help="Checkpoint directory, or a run directory (its final, else latest, checkpoint).")
+    dataset: str = option("synth", help="synth, aic-icc, brivl-jsonl, jsonl, csv, or a Chinese-CLIP benchmark: muge, flickr30k-cn, coco-cn; webdataset for shards.")
+    data_dir: str | None = option(None, help="Folder with the data (synth: default is the cached copy).")
+    split: str = option("val", help="train, val or test (muge / flickr30k-cn / coco-cn: train, valid or test; val means valid).")
+    output: Path | None = option(None, "--output", "-o", help="Also write the metrics to this JSON file.")
+    batch_size: int = option(128, help="Images per forward pass.")
+    workers: int = option(0, help="DataLoader worker processes decoding images.")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+    chunk_size: int = option(1024, help="Queries scored at once (memory is chunk x candidates).")
+    image_column: str | None = option(None, help="Image column of jsonl/csv data.")
+    text_column: str | None = option(None, help="Text column of jsonl/csv data.")
+    skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images (and their captions) out instead of failing; the metrics count them.")
+
+
+def _eval_retrieval(call: Invocation, cfg: EvalRetrievalConfig) -> None:
     """Retrieval Recall@1/5/10, both ways, on a dataset split.
 
     Every caption is a text->image query with one gold
@@ -41,12 +47,15 @@ def eval_retrieval(
     from ..loading import load_checkpoint
     from .options import check_file_output, check_inference_options
 
+    checkpoint, dataset, data_dir, split = cfg.checkpoint, cfg.dataset, cfg.data_dir, cfg.split
+    batch_size, workers, device, precision = cfg.batch_size, cfg.workers, cfg.device, cfg.precision
+    output = cfg.output
     dev = check_inference_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     check_file_output("--output", output)
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
     check_outputs([("--output", output)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
-    options = {k: v for k, v in (("image_column", image_column), ("text_column", text_column)) if v}
+    options = {k: v for k, v in (("image_column", cfg.image_column), ("text_column", cfg.text_column)) if v}
     records = load_records(dataset, data_dir, split, **options)
     if not records:
         raise UsageError(f"the {split} split of {dataset} has no images.")
@@ -56,7 +65,7 @@ def eval_retrieval(
     metrics = evaluate_retrieval(
         loaded.model, loaded.tokenizer, records, loaded.settings, device=dev,
         max_length=loaded.config.text.max_length, batch_size=batch_size, workers=workers,
-        precision=precision, chunk_size=chunk_size, skip_bad=skip_bad,
+        precision=precision, chunk_size=cfg.chunk_size, skip_bad=cfg.skip_bad,
     )
     for item in metrics.get("skipped", []):
         err.print(f"skipped {item['error']}", markup=False, highlight=False, soft_wrap=True)
@@ -66,6 +75,9 @@ def eval_retrieval(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
         err.print(f"Wrote {output}")
+
+
+eval_retrieval = declared_command(_eval_retrieval, EvalRetrievalConfig)
 
 
 def register(app: typer.Typer) -> None:
