@@ -29,10 +29,11 @@ def click_command(function, name="cmd"):
 
 def declared_commands():
     """(command name, declared function) of every command built from a dataclass."""
+    from wenlan_cli.cli.encode import encode
     from wenlan_cli.cli.eval_retrieval import eval_retrieval
     from wenlan_cli.cli.pretrain import pretrain
 
-    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval)]
+    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -54,7 +55,7 @@ def test_every_field_has_exactly_one_option_and_every_option_a_field(name, funct
     for f, spec in declared_fields(config_cls, specs):
         if spec.config_only:
             assert f.name not in by_name
-        elif not spec.flags:  # the option is named after its field
+        elif not spec.flags and not spec.argument:  # the option is named after its field
             assert f"--{f.name.replace('_', '-')}" in by_name[f.name].opts
 
 
@@ -91,7 +92,7 @@ def test_help_shows_each_field_s_own_default(capsys, monkeypatch, name, function
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     defaults.update({f.name: f.default for cls in more for f in dataclasses.fields(cls)})
     for param in click_command(function).params:
-        if param.name in ("config", "help"):
+        if param.name in ("config", "help") or param.param_type_name == "argument":
             continue
         row = rows[param.opts[0]]
         if defaults[param.name] is dataclasses.MISSING:
@@ -135,6 +136,8 @@ CONFIG_CASES = [
     ("pretrain", {"batch-size": 0, "keep": 0}, ["--batch-size", "8"], "--batch-size must be at least 1", "--keep must be at least 1"),
     ("eval-retrieval", {"checkpoint": "NONE", "batch_size": 0, "workers": -1}, ["--batch-size", "8"],
      "--batch-size must be at least 1", "--workers must be at least 0"),
+    ("encode", {"checkpoint": "NONE", "texts": "NONE", "output": "v.txt", "batch_size": 0}, ["--batch-size", "8"],
+     "--batch-size must be at least 1", "--output v.txt should end in .npy"),
 ]
 
 

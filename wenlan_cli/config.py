@@ -231,7 +231,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise UsageError(f"{where} must be a list, not {type(value).__name__}.")
-        return list(value)
+        args = typing.get_args(annotation)
+        return [_coerce(v, args[0], where) for v in value] if args else list(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{where} must be a number, not {value!r}.")

@@ -6,30 +6,35 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
-def encode(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (searched recursively: jpg, png, webp, bmp).")] = None,
-    checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory.")] = ...,
-    output: Annotated[Optional[Path], Opt("--output", "-o", help="The .npy to write (default: stdout, when it is redirected).")] = None,
-    texts: Annotated[Optional[Path], Opt(help="Encode the texts of this file (one per line) instead of images.")] = None,
-    manifest: Annotated[Optional[Path], Opt(help="Where to write the row order (default: next to --output).")] = None,
-    dataset: Annotated[Optional[str], Opt(help="Encode a dataset split instead (its boxes are used): synth, aic-icc, ...")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
-    split: Annotated[str, Opt(help="Split of --dataset.")] = "val",
-    captions: Annotated[bool, Opt("--captions", help="With --dataset: encode the split's captions (in record order) instead of its images.")] = False,
-    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out (the manifest lists them) instead of failing.")] = False,
-    batch_size: Annotated[int, Opt(help="Items per forward pass.")] = 128,
-    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
-    backend: Annotated[str, Opt(help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx`, run on onnxruntime without torch.")] = "torch",
-) -> None:
+@dataclass(kw_only=True)  # the required --checkpoint follows the optional PATHS
+class EncodeConfig:
+    """The options of `wenlan encode` (and the keys of its `--config` file)."""
+
+    paths: list[Path] | None = option(None, help="Image files or folders (searched recursively: jpg, png, webp, bmp).", argument=True)
+    checkpoint: str = option(help="Checkpoint directory, or a run directory.")
+    output: Path | None = option(None, "--output", "-o", help="The .npy to write (default: stdout, when it is redirected).")
+    texts: Path | None = option(None, help="Encode the texts of this file (one per line) instead of images.")
+    manifest: Path | None = option(None, help="Where to write the row order (default: next to --output).")
+    dataset: str | None = option(None, help="Encode a dataset split instead (its boxes are used): synth, aic-icc, ...")
+    data_dir: str | None = option(None, help="Folder of --dataset (synth: default is the cached copy).")
+    split: str = option("val", help="Split of --dataset.")
+    captions: bool = option(False, "--captions", help="With --dataset: encode the split's captions (in record order) instead of its images.")
+    skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out (the manifest lists them) instead of failing.")
+    batch_size: int = option(128, help="Items per forward pass.")
+    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+    backend: str = option("torch", help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx`, run on onnxruntime without torch.")
+
+
+def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
     """Encode images or texts into vectors (.npy).
 
     The vectors are L2-normalised float32, one row per item, in the order the manifest
@@ -39,6 +44,9 @@ def encode(
     from ..backends import open_backend
     from ..errors import UsageError
 
+    paths, checkpoint, output, texts, manifest = cfg.paths, cfg.checkpoint, cfg.output, cfg.texts, cfg.manifest
+    dataset, data_dir, split, captions, backend = cfg.dataset, cfg.data_dir, cfg.split, cfg.captions, cfg.backend
+    batch_size, workers, device, precision = cfg.batch_size, cfg.workers, cfg.device, cfg.precision
     dev = _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend,
                          device=device, precision=precision, batch_size=batch_size, workers=workers)
     err = Console(stderr=True)
@@ -48,7 +56,7 @@ def encode(
     if not inputs.items:
         raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
     encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
-    array, rows, skipped = _encode(encoder, inputs, err, batch_size=batch_size, workers=workers, skip_bad=skip_bad)
+    array, rows, skipped = _encode(encoder, inputs, err, batch_size=batch_size, workers=workers, skip_bad=cfg.skip_bad)
     manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
     _save(array, output)
     if manifest_path is not None:
@@ -199,6 +207,9 @@ class WriteOnly:
         while view:
             view = view[self._stream.write(view) or 0 :]
         return len(data)
+
+
+encode = declared_command(_encode_command, EncodeConfig)
 
 
 def register(app: typer.Typer) -> None:
