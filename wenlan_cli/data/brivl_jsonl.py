@@ -20,6 +20,7 @@ from wenlan_cli.data._jsonfile import load_json_rows, parse_unique_rows
 from wenlan_cli.data.fields import clean_text, json_type_name, parse_boxes
 from wenlan_cli.data.paths import InsideResolver, check_image_files, quote_value, split_file
 from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.table import RecordTable
 from wenlan_cli.errors import DataError
 
 __all__ = ["read_brivl_jsonl"]
@@ -65,8 +66,9 @@ def _parse_line(where: str, row: Mapping, root: InsideResolver) -> ImageTextReco
     return ImageTextRecord(image_id=image_id, image_path=path, captions=captions, boxes=boxes, meta={"kinds": kinds})
 
 
-def read_brivl_jsonl(data_dir: Path, split: str, *, check_images: bool = False) -> list[ImageTextRecord]:
-    """Read ``DATA_DIR/{split}.jsonl``; records come back in file order.
+def read_brivl_jsonl(data_dir: Path, split: str, *, check_images: bool = False) -> RecordTable:
+    """Read ``DATA_DIR/{split}.jsonl``; records come back in file order, held as columns
+    (`table.RecordTable`, a sequence of ImageTextRecords).
 
     Errors are DataErrors naming the file and the 1-based line number (and
     the image_id once known): invalid JSON or UTF-8, a line that is not an
@@ -81,4 +83,4 @@ def read_brivl_jsonl(data_dir: Path, split: str, *, check_images: bool = False) 
     records = parse_unique_rows(rows, where, lambda w, row: _parse_line(w, row, resolver))
     if check_images:
         check_image_files(records, where)
-    return records
+    return RecordTable.from_records(records, resolver.root_real, caption_meta=("kinds",))

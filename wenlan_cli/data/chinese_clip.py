@@ -44,11 +44,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from wenlan_cli.data.fields import clean_text, json_type_name
 from wenlan_cli.data.files import read_json_lines
 from wenlan_cli.data.images import MAX_IMAGE_PIXELS, decode_image_bytes
 from wenlan_cli.data.paths import quote_value
-from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.table import RecordTable
 from wenlan_cli.errors import DataError, UsageError
 
 __all__ = [
@@ -216,6 +219,21 @@ def index_image_tsv(path: Path | str) -> dict[str, TsvImage]:
     return index
 
 
+@dataclass(frozen=True, eq=False)
+class TsvImages:
+    """The `TsvImage` of each record of a split, as numpy columns (a `RecordTable`'s
+    sources): `sources(i, image_id)` builds record i's."""
+
+    path: str
+    file_size: int
+    lines: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+
+    def __call__(self, i: int, image_id: str) -> TsvImage:
+        return TsvImage(self.path, int(self.lines[i]), image_id, int(self.starts[i]), int(self.stops[i]), self.file_size)
+
+
 # --------------------------------------------------------------------------- texts
 
 
@@ -317,8 +335,9 @@ def _hint(benchmark: Benchmark, split: str) -> str:
     return ""
 
 
-def read_chinese_clip(data_dir: Path, split: str, benchmark: str | Benchmark) -> list[ImageTextRecord]:
-    """Records of one split of a benchmark in Chinese-CLIP's layout (see the module doc).
+def read_chinese_clip(data_dir: Path, split: str, benchmark: str | Benchmark) -> RecordTable:
+    """Records of one split of a benchmark in Chinese-CLIP's layout (see the module doc),
+    held as columns (`table.RecordTable`, a sequence of ImageTextRecords).
 
     Raises UsageError for an unknown split and DataError, naming the file and line, for
     bad lines (see `read_texts_jsonl`, `index_image_tsv`), a text whose ``image_ids``
@@ -362,34 +381,41 @@ def read_chinese_clip(data_dir: Path, split: str, benchmark: str | Benchmark) ->
     for text in texts:
         for image_id in text.image_ids:
             captions.setdefault(image_id, []).append(text)
-    tsv = Path(os.path.abspath(images_path))
-    records = []
-    for image_id, source in images.items():
-        own = captions.get(image_id, [])
-        if not own and key == "train":
-            continue
-        records.append(
-            ImageTextRecord(
-                image_id=image_id,
-                image_path=tsv,
-                captions=[t.text for t in own],
-                meta={"text_ids": [t.text_id for t in own], "line": source.line},
-                image_source=source,
-            )
-        )
-    return records
+    return _split_table(images, captions, keep_uncaptioned=key != "train")
 
 
-def read_muge(data_dir: Path, split: str) -> list[ImageTextRecord]:
+def _split_table(images: dict[str, TsvImage], captions: dict[str, list[BenchmarkText]], keep_uncaptioned: bool) -> RecordTable:
+    """One record per image of the TSV (those no text lists only when `keep_uncaptioned`),
+    held as columns: captions with their text ids, the TSV line, and the byte ranges its
+    `TsvImage` is made from when the record is built."""
+    kept = [source for image_id, source in images.items() if keep_uncaptioned or captions.get(image_id)]
+    own = [captions.get(source.image_id, []) for source in kept]
+    counts = np.fromiter((len(texts) for texts in own), dtype=np.int64, count=len(kept))
+    first = next(iter(images.values()))
+    lines = np.fromiter((source.line for source in kept), dtype=np.int64, count=len(kept))
+    sources = TsvImages(first.path, first.file_size, lines,
+                        np.fromiter((source.start for source in kept), dtype=np.int64, count=len(kept)),
+                        np.fromiter((source.stop for source in kept), dtype=np.int64, count=len(kept)))
+    return RecordTable.from_columns(
+        os.path.dirname(first.path), pa.array([source.image_id for source in kept], type=pa.large_string()),
+        pa.array([t.text for texts in own for t in texts], type=pa.large_string()), np.concatenate([[0], np.cumsum(counts)]),
+        paths=pa.array([os.path.basename(first.path)] * len(kept), type=pa.large_string()),
+        record_meta={"line": pa.array(lines)},
+        caption_meta={"text_ids": pa.array([t.text_id for texts in own for t in texts], type=pa.large_string())},
+        sources=sources,
+    )
+
+
+def read_muge(data_dir: Path, split: str) -> RecordTable:
     """MUGE retrieval (e-commerce queries; several gold images per text)."""
     return read_chinese_clip(data_dir, split, "muge")
 
 
-def read_flickr30k_cn(data_dir: Path, split: str) -> list[ImageTextRecord]:
+def read_flickr30k_cn(data_dir: Path, split: str) -> RecordTable:
     """Flickr30k-CN (five Chinese captions per image)."""
     return read_chinese_clip(data_dir, split, "flickr30k-cn")
 
 
-def read_coco_cn(data_dir: Path, split: str) -> list[ImageTextRecord]:
+def read_coco_cn(data_dir: Path, split: str) -> RecordTable:
     """COCO-CN."""
     return read_chinese_clip(data_dir, split, "coco-cn")

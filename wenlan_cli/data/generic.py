@@ -24,6 +24,7 @@ from wenlan_cli.data.fields import clean_text, json_type_name, parse_boxes, pars
 from wenlan_cli.data.files import read_csv_rows
 from wenlan_cli.data.paths import InsideResolver, check_image_files, quote_value, split_file
 from wenlan_cli.data.records import ImageTextRecord
+from wenlan_cli.data.table import RecordTable
 from wenlan_cli.errors import DataError, UsageError
 
 __all__ = ["DEFAULT_IMAGE_COLUMN", "DEFAULT_TEXT_COLUMNS", "read_csv", "read_jsonl"]
@@ -110,8 +111,9 @@ def read_jsonl(
     image_column: str = DEFAULT_IMAGE_COLUMN,
     text_column: str | None = None,
     check_images: bool = False,
-) -> list[ImageTextRecord]:
-    """Read ``DATA_DIR/{split}.jsonl`` (see the module doc for the columns).
+) -> RecordTable:
+    """Read ``DATA_DIR/{split}.jsonl`` (see the module doc for the columns); the records
+    are held as columns (`table.RecordTable`, a sequence of ImageTextRecords).
 
     Errors are DataErrors naming the file and the 1-based line.
     """
@@ -154,7 +156,7 @@ def read_jsonl(
             )
     if check_images:
         check_image_files(grouper.records, lambda k: names(grouper.first_row[k]))
-    return grouper.records
+    return RecordTable.from_records(grouper.records, resolver.root_real)
 
 
 def _jsonl_row(resolver: InsideResolver, where: str, row: Mapping, image_column: str,
@@ -196,8 +198,9 @@ def read_csv(
     image_column: str = DEFAULT_IMAGE_COLUMN,
     text_column: str | None = None,
     check_images: bool = False,
-) -> list[ImageTextRecord]:
-    """Read ``DATA_DIR/{split}.csv`` (UTF-8, comma separated, with a header row).
+) -> RecordTable:
+    """Read ``DATA_DIR/{split}.csv`` (UTF-8, comma separated, with a header row); the
+    records are held as columns (`table.RecordTable`).
 
     Errors are DataErrors naming the file and the line where the record starts.
     """
@@ -232,4 +235,4 @@ def read_csv(
         raise DataError(f"{path}: the file has a header but no rows.")
     if check_images:
         check_image_files(grouper.records, lambda k: f"{path} line {body[grouper.first_row[k]][0]}")
-    return grouper.records
+    return RecordTable.from_records(grouper.records, resolver.root_real)
