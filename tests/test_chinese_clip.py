@@ -376,3 +376,24 @@ def test_pretrain_reads_tsv_images(tiny_config, synth_dir, tmp_path):
 
     page = write_report(result.out, examples=2, top_k=3, device="cpu").read_text(encoding="utf-8")
     assert page.count('class="example"') == 2 and page.count("data:image/jpeg;base64,") >= 6
+
+
+def test_records_are_held_as_columns_and_built_as_the_reader_always_gave_them(tmp_path):
+    """A split is a RecordTable (no Python object per record); each record it builds has the
+    captions, text ids, TSV line and TsvImage the reader gave before, also after pickling."""
+    from wenlan_cli.data.chinese_clip import TsvImage
+    from wenlan_cli.data.table import RecordTable
+
+    folder = small_benchmark(tmp_path / "b")
+    records = read_chinese_clip(folder, "valid", "flickr30k-cn")
+    assert isinstance(records, RecordTable) and len(records) == 4
+    index = index_image_tsv(folder / "valid_imgs.tsv")
+    for record in (records, pickle.loads(pickle.dumps(records))):
+        got = [(r.image_id, r.captions, r.meta, r.image_source, r.image_path) for r in record]
+        assert got == [
+            ("11", ["红色的方块", "红色或绿色的方块"], {"text_ids": ["1", "2"], "line": 1}, index["11"], folder.resolve() / "valid_imgs.tsv"),
+            ("12", ["红色或绿色的方块"], {"text_ids": ["2"], "line": 2}, index["12"], folder.resolve() / "valid_imgs.tsv"),
+            ("13", ["蓝色的方块"], {"text_ids": ["3"], "line": 3}, index["13"], folder.resolve() / "valid_imgs.tsv"),
+            ("14", [], {"text_ids": [], "line": 4}, index["14"], folder.resolve() / "valid_imgs.tsv"),
+        ]
+    assert isinstance(records[2].image_source, TsvImage) and records[2].image_source.load().size == (20, 12)

@@ -496,3 +496,29 @@ def test_resolve_inside_refuses_symlinked_folders_leading_out(tmp_path):
     (root / "out").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(DataError, match="is a symlink that resolves outside"):
         resolve_inside(root, "out/x.jpg", "ann.json line 2")
+
+
+def test_jsonl_csv_and_brivl_records_are_held_as_columns(tmp_path):
+    """The file layouts come back as a RecordTable (no Python object per record), whose
+    records hold what the readers gave: ids as written, resolved paths, captions in
+    first-seen order, boxes, BriVL's sentence kinds."""
+    from wenlan_cli.data.table import RecordTable
+
+    write_lines(tmp_path / "train.jsonl", [
+        {"image": "./a.jpg", "text": ["一只猫", "猫"], "bbox": [[0, 0, 4, 4]]},
+        {"image": "b.jpg", "text": ["狗"]},
+        {"image": "a.jpg", "text": ["第三句"]},
+    ])
+    jsonl = read_split("jsonl", tmp_path, "train")
+    (tmp_path / "train.csv").write_text("image,text\nb.jpg,狗\nsub/c.jpg,鸟\n", encoding="utf-8")
+    csv_records = read_split("csv", tmp_path, "train")
+    (tmp_path / "brivl").mkdir()
+    write_lines(tmp_path / "brivl" / "train.jsonl", [{"image_id": "x.jpg", "sentences": [["caption", "一"], ["title", "二"]]}])
+    brivl = read_split("brivl-jsonl", tmp_path / "brivl", "train")
+    assert all(isinstance(r, RecordTable) for r in (jsonl, csv_records, brivl))
+    root = tmp_path.resolve()
+    assert [(r.image_id, r.image_path, r.captions, r.boxes) for r in jsonl] == [
+        ("./a.jpg", root / "a.jpg", ["一只猫", "猫", "第三句"], [[0.0, 0.0, 4.0, 4.0]]), ("b.jpg", root / "b.jpg", ["狗"], None)]
+    assert [(r.image_id, r.image_path, r.captions, r.meta) for r in csv_records] == [
+        ("b.jpg", root / "b.jpg", ["狗"], {}), ("sub/c.jpg", root / "sub" / "c.jpg", ["鸟"], {})]
+    assert [(r.image_id, r.captions, r.meta) for r in brivl] == [("x.jpg", ["一", "二"], {"kinds": ["caption", "title"]})]
