@@ -268,3 +268,34 @@ def test_encode_images_when_every_image_is_bad(tmp_path, tiny_model):
     assert [i for i, _ in result.failures] == [0, 1, 2]
     with pytest.raises(DataError, match="bad_empty.jpg"):
         encode_images(model, records, settings, device=torch.device("cpu"), batch_size=2, workers=0)
+
+
+def test_caption_tokens_are_tokenised_per_batch_in_the_collator_with_the_same_ids(tmp_path):
+    """`PairDataset` over `CaptionTokens` hands the collator caption texts; the collator
+    tokenises the batch's in one tokenizer call, and the batch equals the one built from
+    captions tokenised up front, tensor for tensor."""
+    from wenlan_cli.data.pipeline import CaptionText, CaptionTokens
+
+    path = tmp_path / "g.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path)
+    captions = [["两个红色的圆形", "AB 12 红"], ["一只猫 在 草地上", "蓝"], ["很长的一句话" * 5]]
+    records = [ImageTextRecord(str(i), path, c) for i, c in enumerate(captions)]
+    tokenizer = tokenizer_from_vocab(build_char_vocab(c for r in records for c in r.captions))
+    calls = []
+
+    class Counting:
+        def __call__(self, texts, **options):
+            calls.append(list(texts))
+            return tokenizer(texts, **options)
+
+    lazy = PairDataset(records, CaptionTokens(records, Counting(), 9), SETTINGS)
+    eager = PairDataset(records, [tokenize_all(tokenizer, r.captions, 9) for r in records], SETTINGS)
+    pairs = [(0, 1), (2, 0), (1, 0), (0, 0)]
+    assert isinstance(lazy[(2, 0)][2], CaptionText) and calls == []  # nothing tokenised per pair
+    got = PairCollator(SETTINGS.max_regions, 0)([lazy[p] for p in pairs])
+    want = PairCollator(SETTINGS.max_regions, 0)([eager[p] for p in pairs])
+    assert calls == [["AB 12 红", "很长的一句话" * 5, "一只猫 在 草地上", "两个红色的圆形"]]
+    assert got.keys() == want.keys()
+    for name in ("images", "boxes", "box_mask", "input_ids", "attention_mask", "image_ids", "caption_hashes"):
+        assert torch.equal(got[name], want[name]), name
+    assert got["input_ids"].shape == (4, 9) and got["input_ids"][1].tolist()[-1] == tokenizer.sep_token_id

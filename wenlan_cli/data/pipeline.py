@@ -1,8 +1,9 @@
 """From records to model batches: image decoding and boxes, tokenising, sampling.
 
 Images travel from DataLoader workers as uint8 tensors and are normalised on the
-model's device; captions are tokenised where the image is decoded, in the workers
-(`CaptionTokens`), so that a run starts without tokenising its whole training split.
+model's device; captions are tokenised in the workers too, a batch's in one call of the
+tokenizer (`CaptionTokens` handed to `PairDataset`, tokenised by `PairCollator`), so
+that a run starts without tokenising its whole training split.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ def tokenize_all(tokenizer, texts: Sequence[str], max_length: int, batch_size: i
 class CaptionTokens:
     """Token ids of each record's captions, tokenised when asked for: `tokens[i][c]` is
     record i's caption c as `tokenize_all` gives it. A drop-in for the nested lists that
-    `PairDataset` takes; the training loop hands this to its DataLoader, so each worker
-    tokenises the captions of the pairs it loads (as open_clip does) instead of the main
+    `PairDataset` takes; given this, `PairDataset` hands each pair's caption text on
+    (`CaptionText`) and `PairCollator` tokenises a batch's captions in one call, in the
+    DataLoader worker that loads the batch (as open_clip does), instead of the main
     process tokenising every caption of the split before the first step (minutes and
-    gigabytes of Python lists at 30M pairs). The ids are the same either way. Picklable
-    (the fast tokenizer is), so it travels to spawned workers too."""
+    gigabytes of Python lists at 30M pairs). The ids are the same either way: the fast
+    tokenizer encodes each text of a call on its own. Picklable (the fast tokenizer
+    is), so it travels to spawned workers too."""
 
     def __init__(self, records: Sequence[ImageTextRecord], tokenizer, max_length: int) -> None:
         self.records = records
@@ -57,6 +60,33 @@ class CaptionTokens:
         captions = getattr(self.records, "image_captions", None)
         texts = captions(index) if captions is not None else self.records[index].captions
         return tokenize_all(self.tokenizer, texts, self.max_length)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of `texts` (one batch's captions), in one tokenizer call per 4096."""
+        return tokenize_all(self.tokenizer, texts, self.max_length)
+
+
+@dataclass(frozen=True)
+class CaptionText:
+    """A pair's caption still to be tokenised, by `tokens` (see `CaptionTokens`); it never
+    leaves the worker: `PairCollator` replaces it by its ids."""
+
+    text: str
+    tokens: CaptionTokens
+
+
+def tokenize_pending(ids: Sequence) -> list:
+    """`ids` with every `CaptionText` replaced by its token ids, all of one `CaptionTokens`
+    tokenised in one call (`PairCollator`'s batch); lists of ids pass through."""
+    out = list(ids)
+    pending: dict[int, tuple[CaptionTokens, list[int]]] = {}
+    for k, item in enumerate(out):
+        if isinstance(item, CaptionText):
+            pending.setdefault(id(item.tokens), (item.tokens, []))[1].append(k)
+    for tokens, positions in pending.values():
+        for k, row in zip(positions, tokens.tokenize([out[k].text for k in positions])):
+            out[k] = row
+    return out
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,9 @@ def stable_id(text: str) -> int:
 class PairDataset(Dataset):
     """Map-style dataset indexed by (record index, caption index) pairs. Each pair also
     carries its image's id and its caption's hash (`stable_id`), so the queue loss can
-    tell a query's own image or caption among the queued keys."""
+    tell a query's own image or caption among the queued keys. `token_ids` is nested
+    lists (`token_ids[i][c]`) or a `CaptionTokens`, whose captions `PairCollator`
+    tokenises a batch at a time."""
 
     def __init__(self, records: Sequence[ImageTextRecord], token_ids: list[list[list[int]]], settings: ImageSettings) -> None:
         self.records = records
@@ -95,7 +127,9 @@ class PairDataset(Dataset):
             pixels, boxes = prepare_image(record, self.settings)
         except DataError as exc:
             return BadImage(index, str(exc))
-        return pixels, boxes, self.token_ids[index][caption], stable_id(record.image_id), stable_id(record.captions[caption])
+        text = record.captions[caption]
+        ids = CaptionText(text, self.token_ids) if isinstance(self.token_ids, CaptionTokens) else self.token_ids[index][caption]
+        return pixels, boxes, ids, stable_id(record.image_id), stable_id(text)
 
 
 class ImageDataset(Dataset):
@@ -160,7 +194,8 @@ class ImageCollator:
 
 class PairCollator:
     """Stacks pairs into a batch; images that failed to decode are listed in `bad`.
-    `image_ids` and `caption_hashes` are (B,) int64."""
+    `image_ids` and `caption_hashes` are (B,) int64. Captions that come as `CaptionText`
+    are tokenised here, the batch's in one call (`tokenize_pending`)."""
 
     def __init__(self, max_regions: int, pad_id: int = 0) -> None:
         self.max_regions = max_regions
@@ -173,7 +208,7 @@ class PairCollator:
             return {"bad": bad, "size": 0}
         pixels, boxes, ids, image_ids, caption_hashes = zip(*kept)
         box_tensor, box_mask = pad_boxes(boxes, self.max_regions)
-        input_ids, attention_mask = pad_token_ids(ids, self.pad_id)
+        input_ids, attention_mask = pad_token_ids(tokenize_pending(ids), self.pad_id)
         return {
             "images": torch.stack(pixels),
             "boxes": box_tensor,
