@@ -33,7 +33,9 @@ def declared_commands():
     from wenlan_cli.cli.eval_retrieval import eval_retrieval
     from wenlan_cli.cli.pretrain import pretrain
 
-    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode)]
+    from wenlan_cli.cli.index import index
+
+    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -138,17 +140,20 @@ CONFIG_CASES = [
      "--batch-size must be at least 1", "--workers must be at least 0"),
     ("encode", {"checkpoint": "NONE", "texts": "NONE", "output": "v.txt", "batch_size": 0}, ["--batch-size", "8"],
      "--batch-size must be at least 1", "--output v.txt should end in .npy"),
+    ("index DIR", {"out": "NONE", "batch_size": 0, "workers": -1}, ["--batch-size", "8"],
+     "--batch-size must be at least 1", "--workers must be at least 0"),
 ]
 
 
-@pytest.mark.parametrize("command, options, given, first, second", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize("command, options, given, first, second", CONFIG_CASES, ids=[c[0].split()[0] for c in CONFIG_CASES])
 def test_a_config_file_value_is_used_and_the_command_line_wins(capsys, tmp_path, command, options, given, first, second):
     config = tmp_path / "options.json"
     options = {k: str(tmp_path / "none") if v == "NONE" else v for k, v in options.items()}
     config.write_text(json.dumps(options), encoding="utf-8")
-    code, err = run_cli(capsys, command, "--config", config)
+    command = [tmp_path if word == "DIR" else word for word in command.split()]
+    code, err = run_cli(capsys, *command, "--config", config)
     assert code == 2 and err.startswith(f"error: {first}"), err
-    code, err = run_cli(capsys, command, "--config", config, *given)
+    code, err = run_cli(capsys, *command, "--config", config, *given)
     assert code == 2 and err.startswith(f"error: {second}"), err
 
 

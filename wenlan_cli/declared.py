@@ -94,8 +94,10 @@ def field_default(f: dataclasses.Field):
 def _parameter(cls, f: dataclasses.Field, spec: Option, *, file_may_give: bool) -> inspect.Parameter:
     annotation, default = cli_type(cls, f, spec), field_default(f)
     if default is dataclasses.MISSING:
-        # Required: by click itself, unless a --config file may give it (checked in `build`).
-        annotation, default = (Optional[annotation], None) if file_may_give else (annotation, inspect.Parameter.empty)
+        # Required: by click itself, unless a --config file may give it (checked in `build`);
+        # a required argument always comes from the command line.
+        optional = file_may_give and not spec.argument
+        annotation, default = (Optional[annotation], None) if optional else (annotation, inspect.Parameter.empty)
     extra = {"metavar": spec.metavar} if spec.metavar is not None else {}
     if spec.argument:
         info = typer.Argument(help=spec.help, rich_help_panel=spec.panel, show_default=False, **extra)

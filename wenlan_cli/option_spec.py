@@ -42,8 +42,10 @@ class Option:
 
 def option(default: Any = dataclasses.MISSING, *flags: str, help: str = "", panel: str | None = None, **more: Any):
     """A dataclass field with a default and its option: `batch_size: int = option(64,
-    help="Pairs per step.", panel="Optimisation")`. `more`: the other `Option` fields."""
-    return dataclasses.field(default=default, metadata={OPTION: Option(help=help, panel=panel, flags=tuple(flags), **more)})
+    help="Pairs per step.", panel="Optimisation")`. `more`: the other `Option` fields (a
+    required field, with no default to put first, names its flags as `flags=(...)`)."""
+    flags = tuple(more.pop("flags", flags))
+    return dataclasses.field(default=default, metadata={OPTION: Option(help=help, panel=panel, flags=flags, **more)})
 
 
 def option_of(field: dataclasses.Field) -> Option | None:

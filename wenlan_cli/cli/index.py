@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
-def index(
-    images_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively: jpg, png, webp, bmp).")],
-    out: Annotated[Path, Opt("--out", "-o", help="The index folder to create or update.")],
-    checkpoint: Annotated[Optional[str], Opt(help="Checkpoint or run directory (default: the one that built the existing index).")] = None,
-    rebuild: Annotated[bool, Opt("--rebuild", help="Re-encode every image, also with a different checkpoint.")] = False,
-    hash_contents: Annotated[Optional[bool], Opt("--hash/--no-hash", help="Record SHA-256 of every file and detect changes by content, not size + mtime (default: as the existing index).")] = None,
-    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out (listed in index.json) instead of failing.")] = False,
-    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
-    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
-    backend: Annotated[str, Opt(help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx` (default: the index's), run on onnxruntime without torch.")] = "torch",
-) -> None:
+@dataclass
+class IndexConfig:
+    """The options of `wenlan index` (and the keys of its `--config` file)."""
+
+    images_dir: Path = option(help="Folder of images (searched recursively: jpg, png, webp, bmp).", argument=True)
+    out: Path = option(help="The index folder to create or update.", flags=("--out", "-o"))
+    checkpoint: str | None = option(None, help="Checkpoint or run directory (default: the one that built the existing index).")
+    rebuild: bool = option(False, "--rebuild", help="Re-encode every image, also with a different checkpoint.")
+    hash_contents: bool | None = option(None, "--hash/--no-hash", help="Record SHA-256 of every file and detect changes by content, not size + mtime (default: as the existing index).")
+    skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out (listed in index.json) instead of failing.")
+    batch_size: int = option(64, help="Images per forward pass.")
+    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+    backend: str = option("torch", help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx` (default: the index's), run on onnxruntime without torch.")
+
+
+def _index(call: Invocation, cfg: IndexConfig) -> None:
     """Build or update a search index of an image folder.
 
     Encode the images under IMAGES_DIR into an index for `wenlan search`. Re-running
@@ -35,6 +41,8 @@ def index(
 
     from ..backends import check_backend, check_onnx_options
 
+    images_dir, out, checkpoint, backend = cfg.images_dir, cfg.out, cfg.checkpoint, cfg.backend
+    batch_size, workers, device, precision = cfg.batch_size, cfg.workers, cfg.device, cfg.precision
     if check_backend(backend) == "onnx":
         check_onnx_options(device=device, precision=precision, batch_size=batch_size, workers=workers)
     else:
@@ -55,7 +63,7 @@ def index(
 
     try:
         report = update_index(
-            images_dir, out, checkpoint, rebuild=rebuild, hash_contents=hash_contents, skip_bad=skip_bad,
+            images_dir, out, checkpoint, rebuild=cfg.rebuild, hash_contents=cfg.hash_contents, skip_bad=cfg.skip_bad,
             batch_size=batch_size, workers=n_workers, device=device, precision=precision, backend=backend,
             on_start=on_start, on_batch=lambda n: progress.advance(task, n) if task is not None else None,
         )
@@ -65,6 +73,9 @@ def index(
     for item in report.skipped:
         err.print(f"skipped {item['error']}", markup=False, highlight=False)
     err.print(f"Indexed {report.summary()}", markup=False, highlight=False)
+
+
+index = declared_command(_index, IndexConfig)
 
 
 def register(app: typer.Typer) -> None:
