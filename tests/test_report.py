@@ -128,7 +128,7 @@ def test_report_of_a_run_that_has_not_logged_yet(tmp_path):
         ("file", 2, "is a file, not a run directory"),
         ("empty", 2, "is not a run directory: it has no train_config.json and metrics.jsonl"),
         ("checkpoint", 2, "it is a checkpoint: pass the run directory that holds it"),
-        ("bad_metrics", 1, "metrics.jsonl line 2: not valid JSON"),
+        ("bad_metrics", 1, "metrics.jsonl line 2 is not valid JSON"),
         ("no_step", 1, "metrics.jsonl line 1: field 'step' is missing"),
         ("bad_config", 1, "train_config.json is not valid JSON"),
         ("bad_option", 2, "--examples must be 0 or more"),

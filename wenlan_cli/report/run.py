@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.files import not_an_object, parse_json, read_json, read_text
 from ..errors import CheckpointError, DataError, UsageError
 
 __all__ = ["RunRecord", "read_run"]
@@ -78,38 +78,24 @@ def read_run(path: str | Path) -> RunRecord:
 
 
 def _read_config(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}).") from None
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path} must hold a JSON object of settings.")
-    return data
+    return read_json(path, expect=dict)
 
 
 def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}).") from None
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
-    lines = text.split("\n")
+    lines = read_text(path).split("\n")
     entries = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
+            entry = parse_json(line, f"{path} line {number}", one_line=True)
+        except DataError:
             if number == len(lines):  # the last line, without its newline: cut short by a crash
                 notes.append(f"The last line of {path.name} is incomplete (the run stopped while writing it) and was left out.")
                 continue
-            raise DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
+            raise
         if not isinstance(entry, dict):
-            raise DataError(f"{path} line {number}: expected a JSON object, got {type(entry).__name__}.")
+            raise not_an_object(f"{path} line {number}", entry)
         if not isinstance(entry.get("step"), int) or isinstance(entry.get("step"), bool):
             raise DataError(f"{path} line {number}: field 'step' is missing or not an integer.")
         entries.append(entry)
@@ -118,10 +104,7 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
 
 def _final_recall(path: Path, evals: list[dict]) -> tuple[dict | None, str | None]:
     if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path} is not valid JSON ({exc}).") from None
+        data = read_json(path)
         if isinstance(data, dict) and any(k.startswith(RECALL_PREFIXES) for k in data):
             return data, path.name
     if evals:
