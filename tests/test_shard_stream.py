@@ -207,3 +207,33 @@ def test_a_shard_sample_gives_the_pixels_of_its_image_file(tmp_path):
     for source in (TarMember(str(tmp_path / "train-000000.tar"), "000000000", offset, size), BytesImage(data, "shard, sample")):
         got, got_boxes = prepare_image_array(ImageTextRecord("a", tmp_path / "a.jpg", ["x"], boxes, image_source=source), settings)
         assert np.array_equal(got, pixels) and np.array_equal(got_boxes, placed)
+
+
+def test_a_resume_reads_no_sample_it_has_passed(tmp_path, tokenizer, monkeypatch):
+    """One lane of 3 shards x 40, a buffer of 4: after 10 batches of 8 (80 samples) a resume
+    reads in order from position 83 on, and by byte range the 3 samples the buffer holds;
+    nothing of the first shard in the epoch's order."""
+    import random
+
+    from wenlan_cli.data import stream as stream_module
+    from wenlan_cli.data.stream import replay_buffer
+
+    pattern = write_shards(tmp_path / "s", [40, 40, 40])
+    whole = take(make_stream(pattern, tokenizer, batch=8, lanes=1, buffer=4), 0, 15)  # epoch 0 is 15 batches
+    stream = make_stream(pattern, tokenizer, batch=8, lanes=1, buffer=4, start=10)
+    held, position = replay_buffer(120, 4, random.Random("/".join(map(str, (3, "buffer", 0, 0)))), 80)
+    assert position == 83 and len(held) == 3 and min(held) >= 40
+    order = [shard.path for shard in stream.epoch_shards(0)]
+    Path(order[0]).unlink()
+    sequential = []
+    real = stream_module.read_shard_range
+
+    def recording(shard, low, high, epoch):
+        sequential.append((order.index(shard.path), low, high))
+        return real(shard, low, high, epoch)
+
+    monkeypatch.setattr(stream_module, "read_shard_range", recording)
+    resumed = take(stream, 0, 5)
+    assert [b["keys"] for b in resumed] == [b["keys"] for b in whole[10:]]
+    assert all(a["images"].equal(b["images"]) and a["input_ids"].equal(b["input_ids"]) for a, b in zip(resumed, whole[10:]))
+    assert sequential == [(2, 3, 40)]  # positions 83..119 in order; the held samples came by byte range

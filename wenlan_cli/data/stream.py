@@ -23,8 +23,9 @@ DataLoader workers or of how the global batch is split among processes:
   batch (with no workers, the main process makes the whole batch at once).
 
 So the state after ``n`` steps is ``n`` alone: lane ``l`` has given ``n x chunk(l)``
-samples, i.e. an epoch and a position inside it; a resume replays that lane's epoch to
-the position without decoding a single image. Memory holds the buffers and the shard
+samples, i.e. an epoch and a position inside it; a resume replays that lane's shuffle
+buffer on sample positions alone and reads, by byte range, only the samples the buffer
+then holds, so it reads nothing it has passed. Memory holds the buffers and the shard
 list, not the dataset. Captions are tokenised per chunk, in the workers.
 """
 
@@ -44,7 +45,7 @@ from .images import decode_image_bytes, decode_image_bytes_resized
 from .pipeline import BadImage, PairCollator, prepare_image, stable_id
 from .prepare import ImageSettings
 from .records import ImageTextRecord
-from .shards import ShardInfo, ShardSplit, check_training_sample
+from .shards import ShardInfo, ShardSplit, check_training_sample, scan_shard_status
 
 DEFAULT_BUFFER = 256
 
@@ -118,9 +119,10 @@ def read_shard_range(shard: ShardInfo, low: int, high: int, epoch: int) -> Itera
             yield RawSample(f"{name}:#{missing}", epoch, None, problem)
 
 
-def shuffled(items: Iterator[RawSample], size: int, rng: random.Random) -> Iterator[RawSample]:
-    """A shuffle buffer of `size` items (1: no shuffling), deterministic for `rng`."""
-    buffer: list[RawSample] = []
+def shuffled(items: Iterator[RawSample], size: int, rng: random.Random, buffer: list | None = None) -> Iterator[RawSample]:
+    """A shuffle buffer of `size` items (1: no shuffling), deterministic for `rng`; `buffer`
+    continues from a state `replay_buffer` found."""
+    buffer = [] if buffer is None else buffer
     for item in items:
         buffer.append(item)
         if len(buffer) >= size:
@@ -131,6 +133,45 @@ def shuffled(items: Iterator[RawSample], size: int, rng: random.Random) -> Itera
         i = rng.randrange(len(buffer))
         buffer[i], buffer[-1] = buffer[-1], buffer[i]
         yield buffer.pop()
+
+
+def replay_buffer(count: int, size: int, rng: random.Random, outputs: int) -> tuple[list[int], int]:
+    """`shuffled`'s state after `outputs` items of a sequence of `count`, found on positions
+    alone (the order depends on positions, not on contents): the positions the buffer then
+    holds, in its order, and the next position to read. `rng` is left as `shuffled` leaves it."""
+    buffer: list[int] = []
+    position = done = 0
+    while done < outputs:
+        if position < count:
+            buffer.append(position)
+            position += 1
+            if len(buffer) < size:
+                continue
+        i = rng.randrange(len(buffer))
+        buffer[i], buffer[-1] = buffer[-1], buffer[i]
+        buffer.pop()
+        done += 1
+    return buffer, position
+
+
+def read_positions(shard: ShardInfo, positions: list[int], epoch: int) -> dict[int, RawSample]:
+    """Samples at `positions` of a shard, read by byte range from its headers; a shard that
+    cannot be read whole is read in order instead, as `read_shard_range` reads it."""
+    samples, problem = scan_shard_status(shard.path)
+    if problem is not None or len(samples) < shard.samples:
+        low, high, chosen = min(positions), max(positions) + 1, set(positions)
+        return {p: s for p, s in zip(range(low, high), read_shard_range(shard, low, high, epoch)) if p in chosen}
+    name = Path(shard.path).name
+    found = {}
+    with open(shard.path, "rb") as handle:
+        for position in positions:
+            key, members = samples[position]
+            files = {}
+            for ext, (offset, size) in members.items():
+                handle.seek(offset)
+                files[ext] = handle.read(size)
+            found[position] = RawSample(f"{name}:{key}", epoch, files)
+    return found
 
 
 def choose_lanes(lanes: int, world_size: int, global_batch: int) -> int:
@@ -190,21 +231,37 @@ class ShardStream(IterableDataset):
         stop = self.total * (self.global_batch * (lane + 1) // self.lanes) // self.global_batch
         return start, stop
 
-    def lane_epoch(self, lane: int, epoch: int) -> Iterator[RawSample]:
-        """Lane `lane`'s samples of `epoch`, shuffled through the buffer."""
+    def ordered(self, epoch: int, first: int, stop: int) -> Iterator[RawSample]:
+        """Positions `first`..`stop`-1 of `epoch`'s sample sequence, read in order."""
+        offset = 0
+        for shard in self.epoch_shards(epoch):
+            low, high = max(first - offset, 0), min(stop - offset, shard.samples)
+            if low < high:
+                yield from read_shard_range(shard, low, high, epoch)
+            offset += shard.samples
+            if offset >= stop:
+                break
+
+    def held_samples(self, epoch: int, positions: list[int]) -> list[RawSample]:
+        """The samples at `positions` of `epoch`'s sequence, in that order, read by byte range."""
+        wanted: dict[int, RawSample] = {}
+        offset = 0
+        for shard in self.epoch_shards(epoch):
+            inside = [p - offset for p in positions if offset <= p < offset + shard.samples]
+            if inside:
+                wanted.update({offset + p: s for p, s in read_positions(shard, inside, epoch).items()})
+            offset += shard.samples
+        return [wanted[p] for p in positions]
+
+    def lane_epoch(self, lane: int, epoch: int, skip: int = 0) -> Iterator[RawSample]:
+        """Lane `lane`'s samples of `epoch`, shuffled through the buffer, after its first `skip`.
+        The buffer's state at `skip` is replayed on positions (`replay_buffer`) and only the
+        samples it holds are read, so a resume reads no data it has passed."""
         start, stop = self.lane_range(lane)
-
-        def ordered():
-            offset = 0
-            for shard in self.epoch_shards(epoch):
-                low, high = max(start - offset, 0), min(stop - offset, shard.samples)
-                if low < high:
-                    yield from read_shard_range(shard, low, high, epoch)
-                offset += shard.samples
-                if offset >= stop:
-                    break
-
-        return shuffled(ordered(), self.buffer, _rng(self.seed, "buffer", epoch, lane))
+        rng = _rng(self.seed, "buffer", epoch, lane)
+        held, position = replay_buffer(stop - start, self.buffer, rng, skip)
+        buffer = self.held_samples(epoch, [start + p for p in held]) if held else []
+        return shuffled(self.ordered(epoch, start + position, stop), self.buffer, rng, buffer)
 
     def lane_samples(self, lane: int, consumed: int) -> Iterator[RawSample]:
         """Lane `lane`'s endless sample stream after its first `consumed` samples."""
@@ -214,10 +271,7 @@ class ShardStream(IterableDataset):
             raise DataError(f"the training shards hold {self.total} samples, too few for {self.lanes} reading lanes.")
         epoch, skip = divmod(consumed, size)
         while True:
-            items = self.lane_epoch(lane, epoch)
-            for _ in range(skip):
-                next(items)
-            yield from items
+            yield from self.lane_epoch(lane, epoch, skip)
             epoch, skip = epoch + 1, 0
 
     def lane_chunks(self, lane: int) -> Iterator[list[RawSample]]:
