@@ -33,9 +33,11 @@ def declared_commands():
     from wenlan_cli.cli.eval_retrieval import eval_retrieval
     from wenlan_cli.cli.pretrain import pretrain
 
+    from wenlan_cli.cli.classify import classify
     from wenlan_cli.cli.index import index
 
-    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index)]
+    found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index),
+             ("classify", classify)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -96,7 +98,7 @@ def test_help_shows_each_field_s_own_default(capsys, monkeypatch, name, function
     for param in click_command(function).params:
         if param.name in ("config", "help") or param.param_type_name == "argument":
             continue
-        row = rows[param.opts[0]]
+        (row,) = [rows[flag] for flag in param.opts if flag in rows]
         if defaults[param.name] is dataclasses.MISSING:
             assert param.default is None and "[default:" not in row  # required: here or in --config
             continue
@@ -142,6 +144,8 @@ CONFIG_CASES = [
      "--batch-size must be at least 1", "--output v.txt should end in .npy"),
     ("index DIR", {"out": "NONE", "batch_size": 0, "workers": -1}, ["--batch-size", "8"],
      "--batch-size must be at least 1", "--workers must be at least 0"),
+    ("classify DIR", {"checkpoint": "NONE", "top_k": 0, "batch_size": 0}, ["-k", "3"],
+     "-k must be at least 1", "--batch-size must be at least 1"),
 ]
 
 

@@ -6,12 +6,13 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
 def _write(path: Path, text: str) -> None:
@@ -31,21 +32,26 @@ def _csv_text(columns: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
-def classify(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively); with --eval, one folder with a sub-folder per label.", show_default=False)],
-    checkpoint: Annotated[str, Opt(help="Checkpoint directory, or a run directory.")] = ...,
-    labels: Annotated[Optional[Path], Opt(help="UTF-8 file with one label per line (with --eval, default: the sub-folder names).")] = None,
-    template: Annotated[Optional[list[str]], Opt("--template", help='Prompt with {} for the label, e.g. "一张{}的照片" (repeatable; several are averaged). Default: a small built-in set.', show_default=False)] = None,
-    k: Annotated[int, Opt("-k", "--top-k", help="Labels to report per image.")] = 5,
-    csv_out: Annotated[Optional[Path], Opt("--csv", help="Write the predictions (with --eval: the accuracy per class) as CSV; - for stdout.")] = None,
-    json_out: Annotated[Optional[Path], Opt("--json", help="Write the predictions (with --eval: the accuracy report) as JSON; - for stdout.")] = None,
-    evaluate: Annotated[bool, Opt("--eval", help="Images sit in folders named after their labels: report top-1/top-5 accuracy.")] = False,
-    skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out instead of failing.")] = False,
-    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
-    workers: Annotated[Optional[int], Opt(help="DataLoader processes decoding images (default: up to 4).")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, Opt(help="fp32, bf16 or fp16 (GPU).")] = "fp32",
-) -> None:
+@dataclass(kw_only=True)  # IMAGES and --checkpoint are required, the rest optional
+class ClassifyConfig:
+    """The options of `wenlan classify` (and the keys of its `--config` file)."""
+
+    images: list[Path] = option(help="Image files or folders (searched recursively); with --eval, one folder with a sub-folder per label.", argument=True)
+    checkpoint: str = option(help="Checkpoint directory, or a run directory.")
+    labels: Path | None = option(None, help="UTF-8 file with one label per line (with --eval, default: the sub-folder names).")
+    template: list[str] | None = option(None, "--template", help='Prompt with {} for the label, e.g. "一张{}的照片" (repeatable; several are averaged). Default: a small built-in set.')
+    top_k: int = option(5, "-k", "--top-k", help="Labels to report per image.")
+    csv: Path | None = option(None, "--csv", help="Write the predictions (with --eval: the accuracy per class) as CSV; - for stdout.")
+    json: Path | None = option(None, "--json", help="Write the predictions (with --eval: the accuracy report) as JSON; - for stdout.")
+    eval: bool = option(False, "--eval", help="Images sit in folders named after their labels: report top-1/top-5 accuracy.")
+    skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out instead of failing.")
+    batch_size: int = option(64, help="Images per forward pass.")
+    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+
+
+def _classify_command(call: Invocation, cfg: ClassifyConfig) -> None:
     """Zero-shot classification of images against labels.
 
     Scores each image against every label (prompt-ensembled
@@ -56,14 +62,16 @@ def classify(
     from ..api import load
     from .options import inference_workers
 
-    dev = _check_options(images, checkpoint, labels, k, csv_out, json_out, device=device, precision=precision,
+    images, checkpoint, labels, k, csv_out, json_out = cfg.images, cfg.checkpoint, cfg.labels, cfg.top_k, cfg.csv, cfg.json
+    evaluate, batch_size, workers, precision = cfg.eval, cfg.batch_size, cfg.workers, cfg.precision
+    dev = _check_options(images, checkpoint, labels, k, csv_out, json_out, device=cfg.device, precision=precision,
                          batch_size=batch_size, workers=workers)
-    templates = zs.check_templates(template)
+    templates = zs.check_templates(cfg.template)
     inputs = zs.classification_inputs(images, labels, evaluate)
     err = Console(stderr=True)
     model, _, _ = load(checkpoint, device=dev)
     result = _classify(model, inputs, templates, err, k=k, batch_size=batch_size, workers=inference_workers(workers),
-                       skip_bad=skip_bad, precision=precision)
+                       skip_bad=cfg.skip_bad, precision=precision)
     for path, message in result.failures:
         err.print(f"skipped {message}", markup=False, highlight=False)
     if evaluate:
@@ -156,6 +164,9 @@ def _report_predictions(result, labels, templates, csv_out, json_out, err) -> No
         for p, preds in zip(result.paths, top):
             table.add_row(str(p), *(f"{label} {s:.3f}" for label, s, _ in preds))
         Console().print(table)
+
+
+classify = declared_command(_classify_command, ClassifyConfig)
 
 
 def register(app: typer.Typer) -> None:
