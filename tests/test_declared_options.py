@@ -36,8 +36,10 @@ def declared_commands():
     from wenlan_cli.cli.classify import classify
     from wenlan_cli.cli.index import index
 
+    from wenlan_cli.cli.search import search
+
     found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index),
-             ("classify", classify)]
+             ("classify", classify), ("search", search)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -146,6 +148,7 @@ CONFIG_CASES = [
      "--batch-size must be at least 1", "--workers must be at least 0"),
     ("classify DIR", {"checkpoint": "NONE", "top_k": 0, "batch_size": 0}, ["-k", "3"],
      "-k must be at least 1", "--batch-size must be at least 1"),
+    ("search 猫", {"index": "NONE", "top_k": 0, "device": "cuda:7"}, ["-k", "3"], "-k must be at least 1", "--device cuda:7"),
 ]
 
 

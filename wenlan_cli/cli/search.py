@@ -4,38 +4,43 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
-def search(
-    queries: Annotated[Optional[list[str]], typer.Argument(help="Text queries (each one searched on its own).", show_default=False)] = None,
-    index: Annotated[Path, Opt("--index", help="Index folder made by `wenlan index`.")] = ...,
-    image: Annotated[Optional[list[Path]], Opt("--image", help="Search with this image instead of text (repeatable).", show_default=False)] = None,
-    k: Annotated[int, Opt("-k", "--top-k", help="Results per query.")] = 10,
-    as_json: Annotated[bool, Opt("--json", help="Print a JSON list (one object per query) instead of tables.")] = False,
-    html_out: Annotated[Optional[Path], Opt("--html", help="Also write a self-contained HTML page with thumbnails.")] = None,
-    use_faiss: Annotated[bool, Opt("--faiss", help="Search with faiss (IndexFlatIP) instead of the built-in exact search.")] = False,
-    checkpoint: Annotated[Optional[str], Opt(help="Encode queries with this checkpoint instead of the index's own.")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-) -> None:
+@dataclass(kw_only=True)  # --index is required, QUERIES optional
+class SearchConfig:
+    """The options of `wenlan search` (and the keys of its `--config` file)."""
+
+    queries: list[str] | None = option(None, help="Text queries (each one searched on its own).", argument=True)
+    index: Path = option(help="Index folder made by `wenlan index`.", flags=("--index",))
+    image: list[Path] | None = option(None, "--image", help="Search with this image instead of text (repeatable).")
+    top_k: int = option(10, "-k", "--top-k", help="Results per query.")
+    json: bool = option(False, "--json", help="Print a JSON list (one object per query) instead of tables.")
+    html: Path | None = option(None, "--html", help="Also write a self-contained HTML page with thumbnails.")
+    faiss: bool = option(False, "--faiss", help="Search with faiss (IndexFlatIP) instead of the built-in exact search.")
+    checkpoint: str | None = option(None, help="Encode queries with this checkpoint instead of the index's own.")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+
+
+def _search(call: Invocation, cfg: SearchConfig) -> None:
     """Search an index with Chinese text or with images.
 
     Finds the images of an index closest to Chinese text queries or to query images.
     Scores are cosine similarities; equal scores rank the earlier index row first."""
     from rich.console import Console
-    from rich.table import Table
 
     from ..errors import UsageError
     from ..search.index import load_index
     from ..search.query import Searcher
 
-    texts = list(queries or [])
-    images = list(image or [])
+    texts, images, index, checkpoint, device = list(cfg.queries or []), list(cfg.image or []), cfg.index, cfg.checkpoint, cfg.device
+    k, html_out, use_faiss = cfg.top_k, cfg.html, cfg.faiss
     if not texts and not images:
         raise UsageError('give a text query (wenlan search "红色的汽车" --index DIR) or --image FILE.')
     if k < 1:
@@ -65,19 +70,30 @@ def search(
 
         write_html(results, html_out, title=f"wenlan search: {index}")
         err.print(f"Wrote {html_out}", markup=False, highlight=False)
-    if as_json:
+    if cfg.json:
         sys.stdout.write(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=1) + "\n")
         return
+    _print_tables(results, searcher.index.images_dir)
+
+
+def _print_tables(results, images_dir) -> None:
+    """One table of ranked hits per query."""
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     for result in results:
         title = result.query if result.kind == "text" else f"image: {result.query}"
-        table = Table(title=title, caption=f"in {searcher.index.images_dir}", title_justify="left", caption_justify="left")
+        table = Table(title=title, caption=f"in {images_dir}", title_justify="left", caption_justify="left")
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")
         table.add_column("path", overflow="fold")
         for hit in result.hits:
             table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.path)
         out.print(table)
+
+
+search = declared_command(_search, SearchConfig)
 
 
 def register(app: typer.Typer) -> None:
