@@ -38,8 +38,10 @@ def declared_commands():
 
     from wenlan_cli.cli.search import search
 
+    from wenlan_cli.cli.serve import serve
+
     found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index),
-             ("classify", classify), ("search", search)]
+             ("classify", classify), ("search", search), ("serve", serve)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -149,6 +151,7 @@ CONFIG_CASES = [
     ("classify DIR", {"checkpoint": "NONE", "top_k": 0, "batch_size": 0}, ["-k", "3"],
      "-k must be at least 1", "--batch-size must be at least 1"),
     ("search 猫", {"index": "NONE", "top_k": 0, "device": "cuda:7"}, ["-k", "3"], "-k must be at least 1", "--device cuda:7"),
+    ("serve", {"index": "NONE", "port": -1, "max_k": 0}, ["--port", "80"], "--port must be at least 0", "--max-k must be at least 1"),
 ]
 
 

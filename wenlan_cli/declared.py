@@ -99,6 +99,8 @@ def _parameter(cls, f: dataclasses.Field, spec: Option, *, file_may_give: bool) 
         optional = file_may_give and not spec.argument
         annotation, default = (Optional[annotation], None) if optional else (annotation, inspect.Parameter.empty)
     extra = {"metavar": spec.metavar} if spec.metavar is not None else {}
+    if spec.envvar is not None:
+        extra["envvar"] = spec.envvar
     if spec.argument:
         info = typer.Argument(help=spec.help, rich_help_panel=spec.panel, show_default=False, **extra)
     else:

@@ -34,6 +34,8 @@ class Option:
     cli_type: Any = None
     argument: bool = False
     config_only: bool = False
+    # An environment variable that gives the value when the command line does not (a secret).
+    envvar: str | None = None
 
     def names(self, field_name: str) -> tuple[str, ...]:
         """The option's flags as typed (`--batch-size` for `batch_size` unless told)."""

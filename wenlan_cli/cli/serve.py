@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 
 def _is_loopback(host: str) -> bool:
@@ -20,28 +21,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(
-    index: Annotated[Path, Opt("--index", help="Index folder made by `wenlan index`.")] = ...,
-    host: Annotated[str, Opt(help="Address to listen on; the default answers this machine only.")] = "127.0.0.1",
-    port: Annotated[int, Opt(help="TCP port.")] = 8000,
-    token: Annotated[Optional[str], Opt("--token", envvar="WENLAN_SERVE_TOKEN", show_default=False,
-                                        help="Require `Authorization: Bearer TOKEN` (also from $WENLAN_SERVE_TOKEN).")] = None,
-    checkpoint: Annotated[Optional[str], Opt(help="Encode queries with this checkpoint instead of the index's own.")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    max_query_chars: Annotated[int, Opt(help="Longest text query accepted.")] = 200,
-    max_k: Annotated[int, Opt(help="Most results one query may ask for.")] = 100,
-    max_upload_mb: Annotated[float, Opt(help="Largest image upload accepted, in MB.")] = 8.0,
-    reload_interval: Annotated[float, Opt(help="Seconds between checks for an updated index (0: never reload).")] = 2.0,
-    batch_size: Annotated[int, Opt(help="Most queries encoded together.")] = 32,
-    batch_wait_ms: Annotated[float, Opt(help="How long a batch waits for more queries, in ms.")] = 2.0,
-    access_log: Annotated[bool, Opt("--access-log/--no-access-log", help="Log every request.")] = True,
-) -> None:
+@dataclass
+class ServeConfig:
+    """The options of `wenlan serve` (and the keys of its `--config` file)."""
+
+    index: Path = option(help="Index folder made by `wenlan index`.", flags=("--index",))
+    host: str = option("127.0.0.1", help="Address to listen on; the default answers this machine only.")
+    port: int = option(8000, help="TCP port.")
+    token: str | None = option(None, "--token", envvar="WENLAN_SERVE_TOKEN",
+                               help="Require `Authorization: Bearer TOKEN` (also from $WENLAN_SERVE_TOKEN).")
+    checkpoint: str | None = option(None, help="Encode queries with this checkpoint instead of the index's own.")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    max_query_chars: int = option(200, help="Longest text query accepted.")
+    max_k: int = option(100, help="Most results one query may ask for.")
+    max_upload_mb: float = option(8.0, help="Largest image upload accepted, in MB.")
+    reload_interval: float = option(2.0, help="Seconds between checks for an updated index (0: never reload).")
+    batch_size: int = option(32, help="Most queries encoded together.")
+    batch_wait_ms: float = option(2.0, help="How long a batch waits for more queries, in ms.")
+    access_log: bool = option(True, "--access-log/--no-access-log", help="Log every request.")
+
+
+def _serve(call: Invocation, cfg: ServeConfig) -> None:
     """Serve image search over an index (web page, JSON API).
 
     Serves INDEX: a page at / and a JSON API (/search, /search/image,
     /images/ID, /healthz). The index is reloaded when `wenlan index` updates it."""
     from ..errors import UsageError
 
+    index, host, port, token, max_k, batch_size = cfg.index, cfg.host, cfg.port, cfg.token, cfg.max_k, cfg.batch_size
+    max_query_chars, max_upload_mb, reload_interval, batch_wait_ms = cfg.max_query_chars, cfg.max_upload_mb, cfg.reload_interval, cfg.batch_wait_ms
     for name, value, low in (("--port", port, 0), ("--max-query-chars", max_query_chars, 1), ("--max-k", max_k, 1),
                              ("--batch-size", batch_size, 1)):
         if value < low:
@@ -62,7 +70,7 @@ def serve(
 
     err = Console(stderr=True)
     settings = ServeSettings(
-        index=index, checkpoint=checkpoint, device=device, token=token, max_query_chars=max_query_chars,
+        index=index, checkpoint=cfg.checkpoint, device=cfg.device, token=token, max_query_chars=max_query_chars,
         max_k=max_k, default_k=min(20, max_k), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         reload_interval=reload_interval, batch_size=batch_size, batch_wait=batch_wait_ms / 1000,
     )
@@ -75,7 +83,10 @@ def serve(
                   "the index and see its images.", markup=False, highlight=False)
     shown = f"[{host}]" if ":" in host else host
     err.print(f"Serving {len(snapshot.index)} images of {index} at http://{shown}:{port}/", markup=False, highlight=False)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.run(app, host=host, port=port, access_log=cfg.access_log, log_level="info")
+
+
+serve = declared_command(_serve, ServeConfig)
 
 
 def register(app: typer.Typer) -> None:
