@@ -14,7 +14,8 @@ from wenlan_cli.cli import main
 from wenlan_cli.config import ModelConfig
 from wenlan_cli.errors import TrainingError
 from wenlan_cli.engine import checkpoint as ckpt
-from wenlan_cli.train.loop import Pretrainer, non_finite_state
+from wenlan_cli.engine.stops import non_finite_state
+from wenlan_cli.train.loop import Pretrainer
 
 
 def run_cli(capsys, *args):
@@ -58,12 +59,12 @@ def test_a_parameter_gone_infinite_stops_the_run_before_it_is_saved(synth_dir, t
     real_step = Pretrainer.train_step
     calls = {"n": 0}
 
-    def poisoned(self, ddp_model, model, *args, **kwargs):
-        result = real_step(self, ddp_model, model, *args, **kwargs)
+    def poisoned(self, *args, **kwargs):
+        result = real_step(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2:  # the loss of step 2 was finite; the update made a weight infinite
             with torch.no_grad():
-                next(model.image_encoder.head.mlp.parameters())[0, 0] = float("inf")
+                next(self.model.image_encoder.head.mlp.parameters())[0, 0] = float("inf")
         return result
 
     monkeypatch.setattr(Pretrainer, "train_step", poisoned)

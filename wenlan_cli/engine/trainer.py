@@ -24,7 +24,15 @@ import torch
 from .. import strict_json
 from ..errors import TrainingError, UsageError
 from .budget import LossWatch, StepTimer, TrainingPlan, estimate_line, steps_in_budget
-from .checkpoint import CheckpointContents, latest_checkpoint, load_training_state, prune_checkpoints, resolve_checkpoint, step_name, write_checkpoint
+from .checkpoint import (
+    CheckpointContents,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    resolve_checkpoint,
+    step_name,
+    write_checkpoint,
+)
 from .distributed import DistContext, all_reduce_max_flag, all_reduce_mean, barrier
 from .progress import TrainingProgress
 from .rng import restore_rng_state, rng_state
@@ -116,8 +124,8 @@ class RunState:
 
 
 class Trainer:
-    """build -> fit -> finish; see the module. `cfg` needs `out`, `log_every` and
-    `max_time`; the rest of it is the subclass's."""
+    """build -> fit -> finish; see the module. `cfg` needs `out`, `log_every`, `max_time`
+    (and `eval_every`, unless the subclass overrides `eval_every()`); the rest is the subclass's."""
 
     label = "train"  # the progress bar's name
     unit = "items/s"  # what the logged rate counts, on the bar

@@ -1,4 +1,5 @@
-"""`wenlan pretrain`'s engine: data, model, optimiser, the step, evaluation, checkpoints.
+"""`wenlan pretrain`'s trainer: data, model, the step and evaluation (engine/trainer.py
+runs the loop, logs, plans, stops, checkpoints and resumes).
 
 One process or many (torchrun): every rank runs the same steps on its slice of each
 global batch; rank 0 alone logs, evaluates and writes checkpoints.
@@ -8,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import signal
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,36 +25,17 @@ from ..data.sources import STREAM_DATASET, load_records
 from ..data.memory import release_freed_memory
 from ..data.table import caption_counts as count_captions, joined_captions
 from ..engine.device import autocast_context
-from ..errors import DataError, TrainingError, UsageError
+from ..errors import CheckpointError, DataError, UsageError
 from ..eval.evaluate import evaluate_retrieval
 from ..models.normalization import resolve_image_normalization
 from ..models.registry import create_model, get_model_config
 from ..models.tokenizer import count_chars_joined, load_pretrained_tokenizer, load_tokenizer, tokenizer_from_vocab, vocab_from_counts
-from ..engine.checkpoint import (
-    CheckpointContents,
-    latest_checkpoint,
-    load_query_state,
-    load_training_state,
-    prune_checkpoints,
-    read_checkpoint_info,
-    resolve_checkpoint,
-    step_name,
-    write_checkpoint,
-)
-from ..engine.distributed import (
-    DistContext,
-    KeyBatchShuffle,
-    all_gather_variable,
-    all_reduce_max_flag,
-    all_reduce_mean,
-    barrier,
-    init_distributed,
-)
-from ..engine.optim import adamw
-from ..engine.progress import TrainingProgress
-from ..engine.budget import PRETRAIN_RULE, LossWatch, StepTimer, TrainingPlan, build_plan, estimate_line, plan_warnings, steps_in_budget
-from ..engine.rng import restore_rng_state, rng_state, seed_everything
-from ..engine.schedule import warmup_cosine
+from ..engine.checkpoint import CheckpointContents, load_query_state, load_training_state, model_config_of
+from ..engine.distributed import DistContext, KeyBatchShuffle, all_gather_variable, all_reduce_mean, barrier, init_distributed
+from ..engine.optim import make_optimizer
+from ..engine.budget import PRETRAIN_RULE, TrainingPlan, build_plan, plan_warnings
+from ..engine.rng import seed_everything
+from ..engine.trainer import Trainer
 
 
 @dataclass
@@ -92,60 +71,108 @@ def default_workers() -> int:
     return 0 if cores <= 2 else min(8, cores // 2)
 
 
-class StopRequest:
-    """SIGINT / SIGTERM set a flag; the loop checkpoints at the next step boundary.
-    A second SIGINT interrupts at once."""
+class Pretrainer(Trainer):
+    """BriVL pretraining on image-caption pairs (queue or in-batch contrastive loss)."""
 
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous = {}
+    label, unit, rate_key = "pretrain", "pairs/s", "pairs_per_s"
+    loss_hint = "try another --lr (or, with the queue loss on towers from scratch, --queue-warmup or --loss clip)"
 
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-class Pretrainer:
     def __init__(self, cfg: TrainConfig, console=None, ctx: DistContext | None = None, explicit: set[str] | None = None) -> None:
         cfg.validate()
-        self.cfg = cfg
+        super().__init__(cfg, console, ctx or init_distributed(cfg.device))
         # The options given for this run (None: all); a resume takes the others from its checkpoint.
         self.explicit = explicit
-        self.ctx = ctx or init_distributed(cfg.device)
-        from rich.console import Console
-
-        self.console = console or Console(stderr=True)
-        self.out = Path(cfg.out)
-        self.metrics_lines: list[str] = []
-        self.skipped_images = 0
-        self.metrics_writer = None
-        # The clock of the time budget and the speed estimate (tests drive it by hand).
-        self.clock = time.monotonic
-        # Steps skipped, then steps timed, to measure the speed (fewer in tests).
-        self.speed_steps = (2, 10)
-        self.plan: TrainingPlan | None = None
-        self.restored_plan: dict | None = None
-        self.warnings: list[str] = []
         self.shard_data = None  # --dataset webdataset: the streamed training split
+        self.model_config: ModelConfig | None = None
+        self.tokenizer = None
+        self.settings: ImageSettings | None = None
+        self.train_records: list[ImageTextRecord] = []
+        self.caption_counts = None  # captions per training image, for the sampler
+        self.val_records: list[ImageTextRecord] = []
+        self.images = 0  # training images, which the plan's warnings judge the run against
+        self.ddp_model = None  # what the forward pass runs through (the model, DDP-wrapped when distributed)
+        self.loader = None
+        self.scaler = None  # --precision fp16's GradScaler
+        self.key_shuffle: KeyBatchShuffle | None = None  # shuffled BatchNorm of the key encoders
 
     # Set-up -----------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        if self.ctx.is_main:
-            self.console.print(message)
+    def build(self) -> None:
+        resume_dir = self.open_run()
+        self.build_data(resume_dir)
+        self.build_model(resume_dir)
+        if resume_dir is not None:
+            cfg = self.cfg
+            self.resume(resume_dir, keep_plan=cfg.steps is None and cfg.epochs is None)  # a resume keeps the run's plan
+            if self.ctx.is_main and not (self.out / "train_config.json").exists():
+                self.write_config()
+        elif self.ctx.is_main:
+            (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
+            self.write_config()
+        self.ddp_model = self.wrap(self.model)
+        self.loader = self.make_loader()
+        self.scaler = torch.amp.GradScaler("cuda") if self.cfg.precision == "fp16" else None
+        self.key_shuffle = self.make_key_shuffle()
+        cfg, ctx, mc = self.cfg, self.ctx, self.model_config
+        self.log(
+            f"Training {mc.name} ({count_parameters(self.model):,} trainable parameters) on {self.images:,} "
+            f"images for {self.plan.total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {mc.loss}, "
+            f"device {ctx.device}."
+        )
+        self.announce_plan()
+
+    def open_run(self) -> Path | None:
+        """The device checks, the run directory, and the checkpoint to resume (whose run's
+        options become this run's)."""
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.device.type == "cpu" and cfg.precision == "fp16":
+            raise UsageError("--precision fp16 needs a GPU (it relies on a GradScaler); use bf16 or fp32 on CPU.")
+        if ctx.device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {cfg.device} was asked for but no GPU is available.")
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume_dir = self.find_resume(cfg.resume)
+        if cfg.resume and cfg.resume != "auto" and resume_dir is None:
+            raise UsageError(f"--resume {cfg.resume}: no checkpoint found.")
+        if resume_dir is not None:
+            self.cfg = self.resume_config(resume_dir)
+        elif cfg.resume == "auto":
+            self.log(f"No checkpoint in {self.out} to resume from; starting a new run.")
+        return resume_dir
+
+    def build_data(self, resume_dir: Path | None) -> None:
+        model_config = apply_overrides(get_model_config(self.cfg.model), self.cfg)
+        if resume_dir is not None:
+            model_config = model_config_of(resume_dir)
+        self.model_config = model_config
+        self.check_queue(model_config)
+        self.train_records, self.val_records = self.load_data()
+        self.tokenizer = self.build_tokenizer(model_config, self.train_records, resume_dir)
+        release_freed_memory()  # what reading the annotations and counting characters freed
+        self.settings = ImageSettings.from_config(model_config.image)
+
+    def build_model(self, resume_dir: Path | None) -> None:
+        """The model (seeded), its optimizer, and the plan from the data's size."""
+        cfg, ctx = self.cfg, self.ctx
+        seed_everything(cfg.seed)
+        model = create_model(self.model_config, vocab_size=len(self.tokenizer), pretrained=cfg.pretrained and resume_dir is None)
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(model)
+        model.to(ctx.device)
+        self.model = model
+        optimizer = self.make_optimizer(model)
+        if self.shard_data is not None:
+            probe = self.shard_data.stream(None, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+            self.images = self.shard_data.images
+        else:
+            self.caption_counts = count_captions(self.train_records)
+            probe = PairSampler(self.caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+            self.images = len(self.train_records)
+        self.batches_per_epoch = probe.batches_per_epoch
+        self.state.batches_per_step = cfg.accum_steps
+        self.state.schedule(optimizer, self.make_plan(probe.batches_per_epoch, self.model_config))
+
+    def write_config(self) -> None:
+        text = json.dumps(dataclasses.asdict(self.cfg), indent=2, ensure_ascii=False)
+        (self.out / "train_config.json").write_text(text, encoding="utf-8")
 
     def load_data(self) -> tuple[list[ImageTextRecord], list[ImageTextRecord]]:
         cfg = self.cfg
@@ -181,11 +208,13 @@ class Pretrainer:
         # Counted over the captions joined by Arrow: no Python string per caption.
         return tokenizer_from_vocab(vocab_from_counts(count_chars_joined(joined_captions(train))))
 
-    def make_plan(self, batches_per_epoch: int, model_config: ModelConfig, total: int | None = None, seconds_per_step: float | None = None) -> TrainingPlan:
+    def make_plan(
+        self, batches_per_epoch: int, model_config: ModelConfig | None = None, *, total: int | None = None, seconds_per_step: float | None = None
+    ) -> TrainingPlan:
         """The run's steps and warm-ups from its options and the data size (engine/budget.py)."""
         from ..durations import parse_duration
 
-        cfg = self.cfg
+        cfg, model_config = self.cfg, model_config or self.model_config
         return build_plan(
             PRETRAIN_RULE, batches_per_epoch=batches_per_epoch, steps=cfg.steps, epochs=cfg.epochs,
             accum_steps=cfg.accum_steps, warmup=cfg.warmup, queue_warmup=cfg.queue_warmup, pretrained=cfg.pretrained,
@@ -194,23 +223,25 @@ class Pretrainer:
             total=total, seconds_per_step=seconds_per_step,
         )
 
-    def warn(self, message: str) -> None:
-        """Print a warning once."""
-        if message not in self.warnings:
-            self.warnings.append(message)
-            self.log(f"[yellow]warning:[/yellow] {message}")
+    def plan_description(self) -> str:
+        return self.plan.describe(queue=self.model_config.loss == "moco")
 
-    def announce_plan(self, model_config: ModelConfig, images: int) -> None:
-        cfg, plan = self.cfg, self.plan
-        self.log(plan.describe(queue=model_config.loss == "moco"))
-        for message in plan_warnings(
-            plan, PRETRAIN_RULE, images=images, queue_size=model_config.queue_size if model_config.loss == "moco" else None,
+    def plan_warnings(self) -> list[str]:
+        cfg, mc = self.cfg, self.model_config
+        return plan_warnings(
+            self.plan, PRETRAIN_RULE, images=self.images, queue_size=mc.queue_size if mc.loss == "moco" else None,
             global_batch=cfg.batch_size * self.ctx.world_size, warmup_given=cfg.warmup is not None,
             queue_warmup_given=cfg.queue_warmup != "auto",
-        ):
-            if plan.source == "--time-budget" and plan.seconds_per_step is None and "is short for" in message:
-                continue  # the provisional plan: judged once the speed is measured
-            self.warn(message)
+        )
+
+    def eval_every(self) -> int:
+        return self.cfg.eval_every
+
+    def save_every(self) -> int:
+        return self.cfg.save_every
+
+    def keep_checkpoints(self) -> int:
+        return self.cfg.keep
 
     def check_queue(self, model_config: ModelConfig) -> None:
         if model_config.loss != "moco":
@@ -224,332 +255,78 @@ class Pretrainer:
                 f"try --queue-size {suggestion}."
             )
 
-    def make_optimizer(self, model: torch.nn.Module):
-        decay, no_decay = [], []
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (decay if param.ndim >= 2 and "embeddings" not in name else no_decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return adamw(groups, self.cfg.lr)
+    def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return make_optimizer([(model, self.cfg.lr)], lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model itself, or DDP around it when distributed."""
+        if not self.ctx.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+    def make_loader(self):
+        """Batches from the run's data position on (a resume continues the data order)."""
+        cfg, ctx = self.cfg, self.ctx
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        start, max_length = self.state.data_position, self.model_config.text.max_length
+        if self.shard_data is not None:
+            return self.shard_data.loader(
+                self.tokenizer, max_length, self.settings, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank,
+                world_size=ctx.world_size, start_batch=start, workers=workers, pin_memory=ctx.device.type == "cuda",
+            )
+        token_ids = CaptionTokens(self.train_records, self.tokenizer, max_length)  # tokenised per pair, in the workers
+        sampler = PairSampler(
+            self.caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, start_batch=start
+        )
+        return DataLoader(
+            PairDataset(self.train_records, token_ids, self.settings),
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            collate_fn=PairCollator(self.settings.max_regions, self.tokenizer.pad_token_id or 0),
+            num_workers=workers,
+            pin_memory=ctx.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator(),
+        )
+
+    def make_key_shuffle(self) -> KeyBatchShuffle | None:
+        cfg, ctx = self.cfg, self.ctx
+        wanted = cfg.shuffle_bn or (cfg.shuffle_bn is None and has_batchnorm(self.model.image_encoder))
+        if not (ctx.distributed and self.model.uses_queues and wanted):
+            return None
+        shuffle = KeyBatchShuffle(ctx, cfg.seed)
+        shuffle.step = self.state.data_position
+        return shuffle
 
     # Checkpoints ------------------------------------------------------------------
-    def save(self, name: str, step: int, model, tokenizer, model_config, optimizer, scheduler, final_metrics=None) -> Path:
-        raw = model.module if hasattr(model, "module") else model
-        state = raw.state_dict()
-        query = raw.query_state_dict()
-        rest = {k: v for k, v in state.items() if k not in query}
+    def checkpoint_contents(self, final_metrics: dict | None = None) -> CheckpointContents:
+        model = self.model
+        query = model.query_state_dict()
         training_state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "model_rest": rest,
-            "skipped_images": self.skipped_images,
+            **self.state.state_dict(),
+            "model_rest": {k: v for k, v in model.state_dict().items() if k not in query},
             "train_config": dataclasses.asdict(self.cfg),
             "world_size": self.ctx.world_size,
-            "plan": self.plan.to_dict() if self.plan is not None else None,
         }
         info = {
-            "step": step,
-            "vocab_size": len(tokenizer),
-            "text_model_config": raw.text_encoder.language_model.config.to_dict(),
+            "step": self.state.step,
+            "vocab_size": len(self.tokenizer),
+            "text_model_config": model.text_encoder.language_model.config.to_dict(),
         }
         if final_metrics is not None:
             info["val_metrics"] = final_metrics
-        path = write_checkpoint(
-            self.out / name,
-            CheckpointContents(
-                model_config=model_config,
-                query_state=query,
-                tokenizer=tokenizer,
-                info=info,
-                training_state=training_state,
-                metrics_lines=list(self.metrics_lines),
-            ),
+        return CheckpointContents(
+            model_config=self.model_config, query_state=query, tokenizer=self.tokenizer, info=info,
+            training_state=training_state, metrics_lines=list(self.metrics_lines),
         )
-        prune_checkpoints(self.out, self.cfg.keep)
-        return path
-
-    def record(self, entry: dict) -> None:
-        if not self.ctx.is_main:
-            return
-        line = strict_json.dumps(entry, ensure_ascii=False) + "\n"
-        self.metrics_lines.append(line)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(line)
-        if self.metrics_writer is not None:
-            self.metrics_writer.write(entry)
-
-    def resume_dir(self) -> Path | None:
-        resume = self.cfg.resume
-        if not resume:
-            return None
-        if resume == "auto":
-            return latest_checkpoint(self.out)
-        path = Path(resume)
-        return resolve_checkpoint(path) if not (path / "training_state.pt").is_file() else path
-
-    # The run ----------------------------------------------------------------------
-    def run(self) -> RunResult:
-        from ..engine.metrics import MetricsWriter
-
-        from ..engine.run_dir import discard_failed_start
-
-        with discard_failed_start(self.out, enabled=self.ctx.is_main):
-            if self.ctx.is_main:
-                self.metrics_writer = MetricsWriter(self.out)
-            try:
-                return self._run()
-            finally:
-                if self.metrics_writer is not None:
-                    self.metrics_writer.close()
-
-    def _run(self) -> RunResult:
-        cfg, ctx = self.cfg, self.ctx
-        if ctx.device.type == "cpu" and cfg.precision == "fp16":
-            raise UsageError("--precision fp16 needs a GPU (it relies on a GradScaler); use bf16 or fp32 on CPU.")
-        if ctx.device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {cfg.device} was asked for but no GPU is available.")
-        self.out.mkdir(parents=True, exist_ok=True)
-        resume_dir = self.resume_dir()
-        if cfg.resume and cfg.resume != "auto" and resume_dir is None:
-            raise UsageError(f"--resume {cfg.resume}: no checkpoint found.")
-        if resume_dir is not None:
-            cfg = self.cfg = self.resume_config(resume_dir)
-        elif cfg.resume == "auto":
-            self.log(f"No checkpoint in {self.out} to resume from; starting a new run.")
-
-        model_config = apply_overrides(get_model_config(cfg.model), cfg)
-        if resume_dir is not None:
-            from ..engine.checkpoint import model_config_of
-
-            model_config = model_config_of(resume_dir)
-        self.check_queue(model_config)
-        train_records, val_records = self.load_data()
-        tokenizer = self.build_tokenizer(model_config, train_records, resume_dir)
-        release_freed_memory()  # what reading the annotations and counting characters freed
-        settings = ImageSettings.from_config(model_config.image)
-
-        seed_everything(cfg.seed)
-        model = create_model(model_config, vocab_size=len(tokenizer), pretrained=cfg.pretrained and resume_dir is None)
-        if cfg.grad_checkpointing:
-            enable_grad_checkpointing(model)
-        model.to(ctx.device)
-        optimizer = self.make_optimizer(model)
-
-        if self.shard_data is not None:
-            probe = self.shard_data.stream(None, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
-        else:
-            caption_counts = count_captions(train_records)
-            probe = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
-        images = self.shard_data.images if self.shard_data is not None else len(train_records)
-        self.plan = self.make_plan(probe.batches_per_epoch, model_config)
-        # The schedule reads the plan at every step, so a time budget can set it after measuring.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, self.plan.warmup, self.plan.total))
-
-        step = 0
-        if resume_dir is not None:
-            step = self.restore(resume_dir, model, optimizer, scheduler)
-            if self.restored_plan and cfg.steps is None and cfg.epochs is None:
-                self.plan = TrainingPlan.from_dict(self.restored_plan)  # a resume keeps the run's plan
-            if self.metrics_writer is not None:
-                self.metrics_writer.purge_step = step + 1
-            if step >= self.plan.total:
-                raise UsageError(
-                    f"the checkpoint {resume_dir} is at step {step}, the end of a {self.plan.total}-step run; "
-                    f"give --steps above {step} to train further."
-                )
-            self.log(f"Resumed from {resume_dir} at step {step}.")
-            if ctx.is_main and not (self.out / "train_config.json").exists():
-                (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
-        elif ctx.is_main:
-            (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
-            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
-
-        ddp_model = model
-        if ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ddp_model = DistributedDataParallel(
-                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
-            )
-
-        workers = default_workers() if cfg.workers is None else cfg.workers
-        if self.shard_data is not None:
-            loader = self.shard_data.loader(
-                tokenizer, model_config.text.max_length, settings, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank,
-                world_size=ctx.world_size, start_batch=step * cfg.accum_steps, workers=workers, pin_memory=ctx.device.type == "cuda",
-            )
-        else:
-            token_ids = CaptionTokens(train_records, tokenizer, model_config.text.max_length)  # tokenised per pair, in the workers
-            sampler = PairSampler(
-                caption_counts, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
-                start_batch=step * cfg.accum_steps,
-            )
-            loader = DataLoader(
-                PairDataset(train_records, token_ids, settings),
-                batch_size=cfg.batch_size,
-                sampler=sampler,
-                collate_fn=PairCollator(settings.max_regions, tokenizer.pad_token_id or 0),
-                num_workers=workers,
-                pin_memory=ctx.device.type == "cuda",
-                persistent_workers=workers > 0,
-                prefetch_factor=4 if workers > 0 else None,
-                generator=torch.Generator(),
-            )
-        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        self.key_shuffle = None
-        if ctx.distributed and model.uses_queues and (cfg.shuffle_bn or (cfg.shuffle_bn is None and has_batchnorm(model.image_encoder))):
-            self.key_shuffle = KeyBatchShuffle(ctx, cfg.seed)
-            self.key_shuffle.step = step * cfg.accum_steps
-        total = self.plan.total
-        self.log(
-            f"Training {model_config.name} ({count_parameters(model):,} trainable parameters) on {images:,} "
-            f"images for {total:,} steps, batch {cfg.batch_size} x {ctx.world_size} process(es), loss {model_config.loss}, "
-            f"device {ctx.device}."
-        )
-        self.announce_plan(model_config, images)
-        stop_reason = None
-        start_time = time.monotonic()
-        timer = StepTimer(step, self.clock(), skip=self.speed_steps[0], measure=self.speed_steps[1])
-        watch = LossWatch(hint="try another --lr (or, with the queue loss on towers from scratch, --queue-warmup or --loss clip)")
-        with StopRequest() as stop, self.progress(total, step) as progress:
-            batches = iter(loader)
-            window_start, window_pairs = time.monotonic(), 0
-            while step < total:
-                loss_value, pairs = self.train_step(ddp_model, model, batches, optimizer, scaler, in_batch=step < self.plan.queue_warmup)
-                scheduler.step()
-                step += 1
-                window_pairs += pairs * ctx.world_size
-                lr = optimizer.param_groups[0]["lr"]
-                saving = bool(cfg.save_every) and step % cfg.save_every == 0
-                problem = non_finite_state(loss_value, lr, model if saving or step % cfg.log_every == 0 or step == total else None)
-                if all_reduce_max_flag(problem is not None, ctx, ctx.device):
-                    raise TrainingError(self.non_finite_message(problem or "another process found a NaN or infinity", step))
-                total = self.after_step(step, loss_value, timer, watch, model_config, probe.batches_per_epoch, images, resume_dir is not None)
-                progress.set_total(total)
-                if step % cfg.log_every == 0 or step == total:
-                    elapsed = time.monotonic() - window_start
-                    rate = window_pairs / elapsed if elapsed > 0 else 0.0
-                    self.record({"step": step, "loss": round(loss_value, 6), "lr": lr, "pairs_per_s": round(rate, 2), "skipped_images": self.skipped_images, "time": round(time.monotonic() - start_time, 2)})
-                    window_start, window_pairs = time.monotonic(), 0
-                    progress.update(step, loss_value, lr, rate)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                    self.evaluate(model, tokenizer, val_records, settings, model_config, step)
-                if cfg.save_every and step % cfg.save_every == 0 and step < total and ctx.is_main:
-                    self.save(step_name(step), step, model, tokenizer, model_config, optimizer, scheduler)
-                want_stop = stop.signal is not None or (cfg.max_time is not None and time.monotonic() - start_time >= cfg.max_time)
-                if step < total and all_reduce_max_flag(want_stop, ctx, ctx.device):
-                    stop_reason = signal.Signals(stop.signal).name if stop.signal is not None else "max-time"
-                    break
-        if stop_reason is not None:
-            path = self.save(step_name(step), step, model, tokenizer, model_config, optimizer, scheduler) if ctx.is_main else None
-            barrier(ctx)
-            self.log(f"Stopped ({stop_reason}) at step {step}; checkpoint {path}. Continue with --resume auto --out {self.out}.")
-            return RunResult(out=self.out, step=step, metrics=None, checkpoint=path, stopped_early=stop_reason)
-
-        metrics = self.evaluate(model, tokenizer, val_records, settings, model_config, step)
-        path = None
-        if ctx.is_main:
-            path = self.save("final", step, model, tokenizer, model_config, optimizer, scheduler, final_metrics=metrics)
-            (self.out / "recall.json").write_text(strict_json.dumps(metrics, indent=2), encoding="utf-8")
-        barrier(ctx)
-        return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
-
-    def after_step(self, step: int, loss: float, timer: StepTimer, watch: LossWatch, model_config, batches_per_epoch: int, images: int, resumed: bool) -> int:
-        """Speed estimate, time-budget planning and the stuck-loss warning; the run's total."""
-        seconds_per_step = timer.observe(step, self.clock())
-        if seconds_per_step is not None:
-            # Every process plans with the same (averaged) figures, so all stop at the same step.
-            seconds_per_step = all_reduce_mean(seconds_per_step, self.ctx, self.ctx.device)
-            elapsed = all_reduce_mean(self.clock() - timer.start_time, self.ctx, self.ctx.device)
-            if self.plan.source == "--time-budget" and self.plan.seconds_per_step is None:
-                total = steps_in_budget(self.plan.time_budget, step=step, elapsed=elapsed, seconds_per_step=seconds_per_step)
-                self.plan = self.make_plan(batches_per_epoch, model_config, total=total, seconds_per_step=seconds_per_step)
-                self.log(f"Time budget: {seconds_per_step:.3f} s/step measured over the first steps.")
-                self.announce_plan(model_config, images)
-            self.log(estimate_line(self.plan, step, seconds_per_step))
-        if not resumed:
-            message = watch.update(step, loss, self.plan.total, begin=self.plan.queue_warmup)
-            if message:
-                self.warn(message)
-        return self.plan.total
-
-    def non_finite_message(self, problem: str, step: int) -> str:
-        """Why the run stopped; names the newest checkpoint on disk (checkpoints are written
-        only when every value is finite) without calling the stopped state anything else."""
-        last = latest_checkpoint(self.out)
-        if last is None:
-            return f"{problem} at step {step}; training stopped and no checkpoint had been written yet."
-        return (
-            f"{problem} at step {step}; training stopped. The newest checkpoint, {last}, was written "
-            "before and holds only finite values."
-        )
-
-    def train_step(self, ddp_model, model, batches, optimizer, scaler, in_batch: bool = False) -> tuple[float, int]:
-        cfg, ctx = self.cfg, self.ctx
-        if model.uses_queues:
-            model.momentum_update()
-        total_loss, pairs = 0.0, 0
-        for micro in range(cfg.accum_steps):
-            batch = next(batches)
-            if batch["bad"]:
-                if not cfg.skip_bad:
-                    raise DataError(f"{batch['bad'][0].message} (pass --skip-bad to skip and count unreadable images)")
-                self.skipped_images += len(batch["bad"])
-            if batch["size"] == 0:
-                continue
-            size = batch["size"]
-            batch = self.to_device(batch, model)
-            sync = micro == cfg.accum_steps - 1 or not ctx.distributed
-            context = nullcontext() if sync else ddp_model.no_sync()
-            with context:
-                with autocast_context(ctx.device, cfg.precision):
-                    out = ddp_model(batch, key_shuffle=self.key_shuffle, in_batch=in_batch)
-                loss = out.loss / cfg.accum_steps
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            total_loss += float(out.loss.detach())
-            pairs += size
-            if out.image_keys is not None:
-                key_ids = all_gather_variable(out.key_ids, ctx) if out.key_ids is not None else None
-                model.enqueue(all_gather_variable(out.image_keys.float(), ctx), all_gather_variable(out.text_keys.float(), ctx), key_ids)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return all_reduce_mean(total_loss / cfg.accum_steps, ctx, ctx.device), pairs
-
-    def to_device(self, batch: dict, model) -> dict:
-        device = self.ctx.device
-        images = batch["images"].to(device, non_blocking=True)
-        cfg = model.config.image
-        return {
-            "images": normalize_images(images, cfg.mean, cfg.std),
-            "boxes": batch["boxes"].to(device, non_blocking=True),
-            "box_mask": batch["box_mask"].to(device, non_blocking=True),
-            "input_ids": batch["input_ids"].to(device, non_blocking=True),
-            "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
-            "image_ids": batch["image_ids"].to(device, non_blocking=True),
-            "caption_hashes": batch["caption_hashes"].to(device, non_blocking=True),
-        }
 
     def resume_config(self, resume_dir: Path) -> TrainConfig:
         """This run's config on resume (engine/resume.py): options not given come from the
         checkpoint's run; a conflicting one is refused; those that change are announced."""
-        from ..engine.checkpoint import model_config_of
         from ..engine.resume import reconcile
 
         state = load_training_state(resume_dir)
@@ -560,63 +337,111 @@ class Pretrainer:
             self.log(f"Resuming {resume_dir} with {'; '.join(changed)}.")
         return cfg
 
-    def restore(self, resume_dir: Path, model, optimizer, scheduler) -> int:
-        state = load_training_state(resume_dir)
-        query = load_query_state(resume_dir)
-        full = {**query, **state["model_rest"]}
-        missing, unexpected = model.load_state_dict(full, strict=False)
+    def load_model_state(self, directory: Path, saved: dict) -> None:
+        full = {**load_query_state(directory), **saved["model_rest"]}
+        missing, unexpected = self.model.load_state_dict(full, strict=False)
         if missing or unexpected:
-            from ..errors import CheckpointError
-
             raise CheckpointError(
-                f"{resume_dir} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+                f"{directory} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
             )
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
-        self.skipped_images = int(state.get("skipped_images", 0))
-        self.restored_plan = state.get("plan")
-        if self.ctx.is_main:
-            metrics_file = resume_dir / "metrics.jsonl"
-            self.metrics_lines = metrics_file.read_text(encoding="utf-8").splitlines(keepends=True) if metrics_file.exists() else []
-            (self.out / "metrics.jsonl").write_text("".join(self.metrics_lines), encoding="utf-8")
-        return int(state["step"])
 
-    def evaluate(self, model, tokenizer, records, settings, model_config, step) -> dict | None:
+    # The loop's hooks -------------------------------------------------------------
+    def batches(self):
+        return iter(self.loader)
+
+    def train_step(self, batches) -> tuple[float, int]:
+        """Momentum update, then per micro-batch forward, backward and enqueue of the keys
+        gathered from every process; then the optimizer step. (The step's mean loss over
+        the processes, pairs trained on this process.)"""
+        cfg, ctx, model = self.cfg, self.ctx, self.model
+        # In-batch loss during the queue warm-up; without a plan (a bare step, as benchmarks/data.py times it) the queue's.
+        in_batch = self.plan is not None and self.state.step < self.plan.queue_warmup
+        if model.uses_queues:
+            model.momentum_update()
+        total_loss, pairs = 0.0, 0
+        for micro in range(cfg.accum_steps):
+            batch = next(batches)
+            if batch["bad"]:
+                if not cfg.skip_bad:
+                    raise DataError(f"{batch['bad'][0].message} (pass --skip-bad to skip and count unreadable images)")
+                self.state.skipped_images += len(batch["bad"])
+            if batch["size"] == 0:
+                continue
+            size = batch["size"]
+            batch = self.to_device(batch)
+            sync = micro == cfg.accum_steps - 1 or not ctx.distributed
+            with nullcontext() if sync else self.ddp_model.no_sync():
+                with autocast_context(ctx.device, cfg.precision):
+                    out = self.ddp_model(batch, key_shuffle=self.key_shuffle, in_batch=in_batch)
+                loss = out.loss / cfg.accum_steps
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total_loss += float(out.loss.detach())
+            pairs += size
+            if out.image_keys is not None:
+                key_ids = all_gather_variable(out.key_ids, ctx) if out.key_ids is not None else None
+                model.enqueue(all_gather_variable(out.image_keys.float(), ctx), all_gather_variable(out.text_keys.float(), ctx), key_ids)
+        self.optimizer_step()
+        return all_reduce_mean(total_loss / cfg.accum_steps, ctx, ctx.device), pairs
+
+    def optimizer_step(self) -> None:
+        optimizer, scaler = self.state.optimizer, self.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def to_device(self, batch: dict) -> dict:
+        device = self.ctx.device
+        images = batch["images"].to(device, non_blocking=True)
+        cfg = self.model.config.image
+        return {
+            "images": normalize_images(images, cfg.mean, cfg.std),
+            "boxes": batch["boxes"].to(device, non_blocking=True),
+            "box_mask": batch["box_mask"].to(device, non_blocking=True),
+            "input_ids": batch["input_ids"].to(device, non_blocking=True),
+            "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
+            "image_ids": batch["image_ids"].to(device, non_blocking=True),
+            "caption_hashes": batch["caption_hashes"].to(device, non_blocking=True),
+        }
+
+    def evaluate(self, step: int) -> dict | None:
+        """Recall@K on the evaluation split (rank 0), recorded and printed."""
         metrics = None
-        if self.ctx.is_main and records:
+        if self.ctx.is_main and self.val_records:
+            cfg = self.cfg
             metrics = evaluate_retrieval(
-                model, tokenizer, records, settings, device=self.ctx.device, max_length=model_config.text.max_length,
-                precision=self.cfg.precision if self.cfg.precision != "fp16" or self.ctx.device.type == "cuda" else "fp32",
+                self.model, self.tokenizer, self.val_records, self.settings, device=self.ctx.device,
+                max_length=self.model_config.text.max_length,
+                precision=cfg.precision if cfg.precision != "fp16" or self.ctx.device.type == "cuda" else "fp32",
             )
-            self.record({"step": step, "split": self.cfg.eval_split, **metrics})
+            self.record({"step": step, "split": cfg.eval_split, **metrics})
             self.log(
-                f"step {step}: {self.cfg.eval_split} mean recall {metrics['mean_recall']:.2f} "
+                f"step {step}: {cfg.eval_split} mean recall {metrics['mean_recall']:.2f} "
                 f"(text->image R@1 {metrics['t2i_r1']:.2f}, image->text R@1 {metrics['i2t_r1']:.2f})"
             )
         barrier(self.ctx)
         return metrics
 
-    def progress(self, total: int, start: int):
-        return TrainingProgress(total, self.console, start=start, enabled=self.ctx.is_main)
-
-
-def non_finite_state(loss: float, lr: float, model: torch.nn.Module | None) -> str | None:
-    """What went NaN or infinite after a step: the loss, the learning rate or (when `model`
-    is given: at logged and saved steps, as the check costs a pass over every parameter) a
-    parameter; else None. The largest magnitude of all parameters is NaN or infinite exactly
-    when one of them is."""
-    if not math.isfinite(loss):
-        return f"the loss became {loss}"
-    if not math.isfinite(lr):
-        return f"the learning rate became {lr}"
-    if model is None:
-        return None
-    params = [p.detach() for p in model.parameters() if p.is_floating_point()]
-    if params and not math.isfinite(float(torch.nn.utils.get_total_norm(params, norm_type=math.inf))):
-        name = next(n for n, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all()))
-        return f"the parameter {name} became non-finite"
-    return None
+    def finish(self, stopped: str | None) -> RunResult:
+        """A stop: a step checkpoint to resume from. The plan's end: the last evaluation,
+        the final checkpoint and recall.json."""
+        step = self.state.step
+        if stopped is not None:
+            path = self.save_on_stop(stopped)
+            return RunResult(out=self.out, step=step, metrics=None, checkpoint=path, stopped_early=stopped)
+        metrics = self.evaluate(step)
+        path = None
+        if self.ctx.is_main:
+            path = self.save_checkpoint("final", final_metrics=metrics)
+            (self.out / "recall.json").write_text(strict_json.dumps(metrics, indent=2), encoding="utf-8")
+        barrier(self.ctx)
+        return RunResult(out=self.out, step=step, metrics=metrics, checkpoint=path)
 
 
 # torch's public BatchNorm classes (their common base class is private).
