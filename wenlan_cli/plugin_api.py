@@ -1,7 +1,7 @@
 """The one module a task plugin imports from wenlan.
 
 Everything a plugin may use is named in `_EXPORTS`: the task hook (`Task`), the engine
-(checkpoints, device, optimizer, schedule, run length, progress, metrics), the data path
+(the `Trainer` skeleton, checkpoints, device, optimizer, run length, progress), the data path
 (records, datasets, collators), the models it builds on and the project's errors. Names
 resolve lazily (PEP 562), so a plugin's entry point that imports this module at start-up
 costs nothing until it uses a name. Anything not listed here is internal and may change
@@ -72,9 +72,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     # engine
     "pick_device": ("wenlan_cli.engine.device", "pick_device"),
     "seed_everything": ("wenlan_cli.engine.rng", "seed_everything"),
-    "warmup_cosine": ("wenlan_cli.engine.schedule", "warmup_cosine"),
-    "adamw": ("wenlan_cli.engine.optim", "adamw"),
-    "TrainingProgress": ("wenlan_cli.engine.progress", "TrainingProgress"),
+    "make_optimizer": ("wenlan_cli.engine.optim", "make_optimizer"),
+    "Trainer": ("wenlan_cli.engine.trainer", "Trainer"),
     "counting_progress": ("wenlan_cli.engine.progress", "counting_progress"),
     "CheckpointContents": ("wenlan_cli.engine.checkpoint", "CheckpointContents"),
     "write_checkpoint": ("wenlan_cli.engine.checkpoint", "write_checkpoint"),
@@ -83,12 +82,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "model_config_of": ("wenlan_cli.engine.checkpoint", "model_config_of"),
     "read_checkpoint_info": ("wenlan_cli.engine.checkpoint", "read_checkpoint_info"),
     "CAPTION_RULE": ("wenlan_cli.engine.budget", "CAPTION_RULE"),
-    "LossWatch": ("wenlan_cli.engine.budget", "LossWatch"),
-    "StepTimer": ("wenlan_cli.engine.budget", "StepTimer"),
     "build_plan": ("wenlan_cli.engine.budget", "build_plan"),
-    "estimate_line": ("wenlan_cli.engine.budget", "estimate_line"),
     "plan_warnings": ("wenlan_cli.engine.budget", "plan_warnings"),
-    "steps_in_budget": ("wenlan_cli.engine.budget", "steps_in_budget"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,7 +48,8 @@ def test_head_overfits_a_handful_of_captions(tmp_path, cap_data, pretrain_checkp
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=3e-3)
     model.train()
     model.image_encoder.eval()
-    losses = [trainer.train_step(model, (memory, memory_mask), input_ids, mask, optimizer) for _ in range(150)]
+    trainer.model, trainer.state.optimizer = model, optimizer
+    losses = [trainer.learn((memory, memory_mask), input_ids, mask) for _ in range(150)]
     assert losses[-1] < 0.05 < losses[0]
     out = caption_records(model, tok, records, pretrain.settings, device=torch.device("cpu"), options=DecodeOptions(max_len=64))
     assert out.captions == {r.image_id: r.captions[0] for r in records}

@@ -1,9 +1,11 @@
-"""`wenlan finetune-caption`'s engine: a caption decoder on BriVL's image tower.
+"""`wenlan finetune-caption`'s trainer: a caption decoder on BriVL's image tower.
 
 Teacher forcing with label smoothing, AdamW with warm-up + cosine decay, periodic
 validation scored with the official AIC-ICC protocol, the best checkpoint kept by CIDEr.
 With the tower frozen, its region sequences are computed once for the training images
-and training runs the decoder alone.
+and training runs the decoder alone. The loop, logging, plan, stops and metrics are the
+core's `Trainer` (through `wenlan_cli.plugin_api`); this module holds the model, the
+batches, the step and the validation.
 """
 
 from __future__ import annotations
@@ -14,26 +16,33 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from wenlan_cli import strict_json
-from wenlan_cli.config import ModelConfig, check_number
-from wenlan_cli.data.pipeline import (
+from wenlan_cli.plugin_api import (
+    CAPTION_RULE,
     CaptionTokens,
+    DataError,
     ImageSettings,
+    ImageTextRecord,
+    ModelConfig,
     PairCollator,
     PairDataset,
     PairSampler,
+    Trainer,
+    UsageError,
+    build_plan,
+    check_number,
+    make_optimizer,
     normalize_images,
     pad_token_ids,
+    parse_duration,
+    plan_warnings,
+    seed_everything,
+    strict_json,
 )
-from wenlan_cli.data.records import ImageTextRecord
-from wenlan_cli.errors import DataError, TrainingError, UsageError
-from wenlan_cli.engine.budget import CAPTION_RULE, LossWatch, StepTimer, build_plan, estimate_line, plan_warnings, steps_in_budget
-from wenlan_cli.engine.optim import adamw
-from wenlan_cli.engine.progress import TrainingProgress
 
 from .decoding import DecodeOptions
 from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
@@ -126,8 +135,6 @@ class FinetuneConfig:
         if self.epochs is not None and self.epochs <= 0:
             raise UsageError("--epochs must be positive.")
         if self.time_budget is not None:
-            from wenlan_cli.durations import parse_duration
-
             parse_duration(self.time_budget)
             if self.steps is not None or self.epochs is not None:
                 raise UsageError("give --time-budget or --steps/--epochs, not both.")
@@ -173,33 +180,95 @@ FINETUNE_BOUNDS = {
 }
 
 
-class CaptionFinetuner:
+
+class CaptionBatch(NamedTuple):
+    """One training batch: the tower's inputs (images, boxes, box mask) or, with cached
+    features, its region sequences (memory, memory mask); caption token ids and mask."""
+
+    inputs: tuple
+    ids: torch.Tensor
+    mask: torch.Tensor
+    size: int
+
+
+class CaptionFinetuner(Trainer):
+    label, unit, rate_key = "finetune-caption", "captions/s", "captions_per_s"
+    soft_wrap = True
+
     def __init__(self, cfg: FinetuneConfig, console=None) -> None:
         cfg.validate()
-        self.cfg = cfg
-        from rich.console import Console
-
-        self.console = console or Console(stderr=True)
-        self.out = Path(cfg.out)
-        self.metrics_lines: list[str] = []
-        self.skipped_images = 0
-        self.warnings: list[str] = []
-        # The clock of the time budget and the speed estimate (tests drive it by hand).
-        self.clock = time.monotonic
-        self.plan = None
-
-    def log(self, message: str) -> None:
-        self.console.print(message, soft_wrap=True)
-
-    def record(self, entry: dict) -> None:
-        line = strict_json.dumps(entry, ensure_ascii=False) + "\n"
-        self.metrics_lines.append(line)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(line)
+        super().__init__(cfg, console)
+        self.workers = cfg.workers if cfg.workers is not None else 0
+        self.decode = cfg.decode_options()
+        self.pretrain_path: Path | None = None
+        self.model_config: ModelConfig | None = None
+        self.settings: ImageSettings | None = None
+        self.train_records: list[ImageTextRecord] = []
+        self.val_records: list[ImageTextRecord] = []
+        self.tokenizer = None
+        self.head: HeadConfig | None = None
+        self.token_ids: CaptionTokens | None = None
+        # The frozen tower's region sequences of the training images, when cached.
+        self.memory: torch.Tensor | None = None
+        self.memory_mask: torch.Tensor | None = None
+        self.sampler: PairSampler | None = None
+        self.best_cider = -math.inf
+        self.best_scores: dict | None = None
+        self.common_info: dict = {}  # what every checkpoint of the run says about it
 
     # Set-up -----------------------------------------------------------------------
+    def build(self) -> None:
+        cfg = self.cfg
+        mode, top_blocks = self.open_device()
+        pretrain = self.load_pretrain()
+        self.train_records, self.val_records = self.load_data()
+        self.tokenizer = self.build_tokenizer(pretrain.tokenizer, self.train_records)
+        self.head = self.head_config(self.tokenizer, self.model_config)
+        self.write_run_files()
+        seed_everything(cfg.seed)
+        self.model = CaptionModel(pretrain.model.image_encoder, self.head)
+        del pretrain  # the text tower is not needed
+        configure_tower(self.model, mode, top_blocks)
+        self.model.to(self.ctx.device)
+        self.prepare_batches()
+        self.state.schedule(self.make_optimizer(self.model), self.make_plan(self.sampler.batches_per_epoch))
+        self.describe_run(mode, top_blocks)
+        self.model.train()
+        self.model.image_encoder.eval()  # BatchNorm statistics and dropout of the tower stay fixed
+
+    def open_device(self) -> tuple[str, int]:
+        """The device (a world of one process) and the tower mode, checked before loading."""
+        from wenlan_cli.plugin_api import pick_device
+
+        device = pick_device(self.cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {self.cfg.device} was asked for but no GPU is available.")
+        self.ctx = dataclasses.replace(self.ctx, device=device)
+        return self.cfg.tower_mode()
+
+    def load_pretrain(self):
+        """The pretrain checkpoint (on the CPU), its model config at --image-size, and the
+        image settings from it."""
+        from wenlan_cli.plugin_api import load_checkpoint
+
+        cfg = self.cfg
+        pretrain = load_checkpoint(cfg.checkpoint, device="cpu")
+        self.pretrain_path = pretrain.path
+        model_config = pretrain.config
+        if cfg.image_size is not None:
+            model_config = dataclasses.replace(model_config, image=dataclasses.replace(model_config.image, image_size=cfg.image_size))
+        self.model_config = model_config
+        self.settings = ImageSettings.from_config(model_config.image)
+        return pretrain
+
+    def write_run_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
+        text = json.dumps(dataclasses.asdict(self.cfg), indent=2, ensure_ascii=False)
+        (self.out / "finetune_config.json").write_text(text, encoding="utf-8")
+
     def load_data(self) -> tuple[list[ImageTextRecord], list[ImageTextRecord]]:
-        from wenlan_cli.data.sources import load_records
+        from wenlan_cli.plugin_api import load_records
 
         cfg = self.cfg
         options = {k: v for k, v in (("image_column", cfg.image_column), ("text_column", cfg.text_column)) if v}
@@ -219,7 +288,7 @@ class CaptionFinetuner:
         return [r for r in train if r.captions], val
 
     def build_tokenizer(self, pretrain_tokenizer, train: list[ImageTextRecord]):
-        from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
+        from wenlan_cli.plugin_api import build_char_vocab, tokenizer_from_vocab
 
         if self.cfg.char_vocab:
             return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
@@ -254,10 +323,48 @@ class CaptionFinetuner:
         config.validate()
         return config
 
+    def prepare_batches(self) -> None:
+        """Caption tokens (tokenised per pair when a batch is made, in the DataLoader workers),
+        the frozen tower's features when cached, and the sampler."""
+        cfg = self.cfg
+        frozen = tower_is_frozen(self.model)
+        self.token_ids = CaptionTokens(self.train_records, self.tokenizer, self.head.max_positions)
+        if cfg.cache_features and not frozen:
+            raise UsageError("--cache-features needs a frozen tower (--freeze-tower).")
+        region_bytes = len(self.train_records) * self.settings.max_regions * self.head.memory_dim * 4
+        if frozen and (cfg.cache_features if cfg.cache_features is not None else region_bytes <= FEATURE_CACHE_LIMIT):
+            self.log(f"Computing the frozen tower's region features of {len(self.train_records):,} training images once...")
+            self.memory, self.memory_mask, kept = self.cache_memory(self.model, self.train_records, self.settings, self.ctx.device)
+            if len(kept) < len(self.train_records):
+                self.train_records = [self.train_records[i] for i in kept]
+                self.token_ids = CaptionTokens(self.train_records, self.tokenizer, self.head.max_positions)
+        self.sampler = PairSampler([len(r.captions) for r in self.train_records], cfg.batch_size, seed=cfg.seed)
+        self.batches_per_epoch = self.sampler.batches_per_epoch
+
+    def describe_run(self, mode: str, top_blocks: int) -> None:
+        """The run's line and plan, and what its checkpoints record about it."""
+        cfg, model, total = self.cfg, self.model, self.plan.total
+        frozen = tower_is_frozen(model)
+        tower = "frozen" if frozen else f"{count_trainable(model.image_encoder):,} parameters trained"
+        self.log(
+            f"Fine-tuning a {self.head.layers}-layer caption decoder ({count_trainable(model.head):,} parameters) on "
+            f"{self.model_config.name}'s image tower ({tower}) with "
+            f"{len(self.train_records):,} images for {total:,} steps, batch {cfg.batch_size}, device {self.ctx.device}; "
+            f"validating on {len(self.val_records):,} {cfg.eval_split} images every {self.eval_every() or total} steps."
+        )
+        self.announce_plan()
+        self.common_info = {
+            "pretrain_checkpoint": str(self.pretrain_path.resolve()),
+            "pretrain_step": read_step(self.pretrain_path),
+            "tokenizer": "char-vocab" if cfg.char_vocab else "checkpoint",
+            "tower": {"mode": mode, "top_blocks": top_blocks if mode == "top" else None},
+            "decode": dataclasses.asdict(self.decode),
+            "dataset": cfg.dataset,
+            "eval_split": cfg.eval_split,
+        }
+
     def make_plan(self, batches_per_epoch: int, total: int | None = None, seconds_per_step: float | None = None):
         """Steps and warm-up from the options and the data size (wenlan_cli/engine/budget.py)."""
-        from wenlan_cli.durations import parse_duration
-
         cfg = self.cfg
         return build_plan(
             CAPTION_RULE, batches_per_epoch=batches_per_epoch, steps=cfg.steps, epochs=cfg.epochs, warmup=cfg.warmup,
@@ -265,46 +372,30 @@ class CaptionFinetuner:
             total=total, seconds_per_step=seconds_per_step,
         )
 
-    def announce_plan(self, plan, images: int) -> None:
-        self.log(plan.describe(queue=False))
-        for message in plan_warnings(plan, CAPTION_RULE, images=images, warmup_given=self.cfg.warmup is not None):
-            if plan.source == "--time-budget" and plan.seconds_per_step is None and "is short for" in message:
-                continue  # the provisional plan: judged once the speed is measured
-            self.warn(message)
+    def plan_warnings(self) -> list[str]:
+        return plan_warnings(self.plan, CAPTION_RULE, images=len(self.train_records), warmup_given=self.cfg.warmup is not None)
 
-    def warn(self, message: str) -> None:
-        if message not in self.warnings:
-            self.warnings.append(message)
-            self.log(f"[yellow]warning:[/yellow] {message}")
+    def eval_every(self) -> int:
+        """--eval-every, else four validations per run (of the plan as it stands)."""
+        return self.cfg.eval_every if self.cfg.eval_every is not None else max(1, math.ceil(self.plan.total / 4))
+
+    def non_finite_message(self, problem: str, step: int) -> str:
+        return f"{problem} at step {step}; training stopped (try a lower --lr)."
 
     def make_optimizer(self, model: CaptionModel):
+        """The decoder at --lr, the tower's trainable weights at --tower-lr (default lr / 2)."""
         cfg = self.cfg
-        groups = []
-        for part, lr in ((model.head, cfg.lr), (model.image_encoder, cfg.tower_lr or cfg.lr / 2)):
-            decay, no_decay, seen = [], [], set()
-            for name, param in part.named_parameters():
-                if not param.requires_grad or id(param) in seen:
-                    continue
-                seen.add(id(param))
-                (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
-            groups += [
-                {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
-                {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            ]
-        groups = [g for g in groups if g["params"]]
-        return adamw(groups, cfg.lr)
+        parts = [(model.head, cfg.lr), (model.image_encoder, cfg.tower_lr or cfg.lr / 2)]
+        return make_optimizer(parts, lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay=("embed",))
 
     # Tower features ---------------------------------------------------------------
     def cache_memory(self, model: CaptionModel, records, settings: ImageSettings, device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Region sequences (N, R, D), masks (N, R) of the records whose images decode, and
         the indices of those records."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from wenlan_cli.plugin_api import counting_progress
 
         chunks, masks, kept = [], [], []
-        progress = Progress(
-            TextColumn("image features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not self.console.is_terminal,
-        )
+        progress = counting_progress("image features", self.console, disable=not self.console.is_terminal)
         model.eval()
         with progress, torch.no_grad():
             task = progress.add_task("features", total=len(records))
@@ -321,156 +412,31 @@ class CaptionFinetuner:
     def check_bad(self, messages: list[str]) -> None:
         if messages and not self.cfg.skip_bad:
             raise DataError(f"{messages[0]} (pass --skip-bad to skip and count unreadable images)")
-        self.skipped_images += len(messages)
+        self.state.skipped_images += len(messages)
 
-    # The run ----------------------------------------------------------------------
-    def run(self) -> FinetuneResult:
-        from wenlan_cli.loading import load_checkpoint
-        from wenlan_cli.engine.device import pick_device
-        from wenlan_cli.engine.rng import seed_everything
-        from wenlan_cli.engine.schedule import warmup_cosine
+    # The loop's hooks -------------------------------------------------------------
+    def batches(self):
+        """Endless `CaptionBatch`es in sampler order."""
+        return self.cached_batches() if self.memory is not None else self.loader_batches()
 
-        cfg = self.cfg
-        device = pick_device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {cfg.device} was asked for but no GPU is available.")
-        mode, top_blocks = cfg.tower_mode()
-        pretrain = load_checkpoint(cfg.checkpoint, device="cpu")
-        pretrain_path = pretrain.path
-        model_config = pretrain.config
-        if cfg.image_size is not None:
-            model_config = dataclasses.replace(model_config, image=dataclasses.replace(model_config.image, image_size=cfg.image_size))
-        settings = ImageSettings.from_config(model_config.image)
-        train_records, val_records = self.load_data()
-        tokenizer = self.build_tokenizer(pretrain.tokenizer, train_records)
-        head_config = self.head_config(tokenizer, model_config)
+    def cached_batches(self):
+        device, pairs = self.ctx.device, iter(self.sampler)
+        while True:
+            chosen = [next(pairs) for _ in range(self.cfg.batch_size)]
+            index = torch.tensor([i for i, _ in chosen], device=device)
+            ids, mask = pad_token_ids([self.token_ids[i][c] for i, c in chosen], self.head.pad_id)
+            memory = (self.memory.index_select(0, index), self.memory_mask.index_select(0, index))
+            yield CaptionBatch(memory, ids.to(device), mask.to(device), len(chosen))
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "metrics.jsonl").write_text("", encoding="utf-8")
-        (self.out / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
-
-        seed_everything(cfg.seed)
-        model = CaptionModel(pretrain.model.image_encoder, head_config)
-        del pretrain
-        configure_tower(model, mode, top_blocks)
-        model.to(device)
-        frozen = tower_is_frozen(model)
-        workers = cfg.workers if cfg.workers is not None else 0
-        self.workers = workers
-
-        # Tokenised per pair when a batch is made (in the DataLoader workers), not all up front.
-        token_ids = CaptionTokens(train_records, tokenizer, head_config.max_positions)
-        if cfg.cache_features and not frozen:
-            raise UsageError("--cache-features needs a frozen tower (--freeze-tower).")
-        memory = memory_mask = None
-        region_bytes = len(train_records) * settings.max_regions * head_config.memory_dim * 4
-        use_cache = frozen and (cfg.cache_features if cfg.cache_features is not None else region_bytes <= FEATURE_CACHE_LIMIT)
-        if use_cache:
-            self.log(f"Computing the frozen tower's region features of {len(train_records):,} training images once...")
-            memory, memory_mask, kept = self.cache_memory(model, train_records, settings, device)
-            if len(kept) < len(train_records):
-                train_records = [train_records[i] for i in kept]
-                token_ids = CaptionTokens(train_records, tokenizer, head_config.max_positions)
-
-        caption_counts = [len(r.captions) for r in train_records]
-        sampler = PairSampler(caption_counts, cfg.batch_size, seed=cfg.seed)
-        self.plan = self.make_plan(sampler.batches_per_epoch)
-        total = self.plan.total
-        eval_every = cfg.eval_every if cfg.eval_every is not None else max(1, math.ceil(total / 4))
-        optimizer = self.make_optimizer(model)
-        # The schedule reads the plan at every step, so a time budget can set it after measuring.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, self.plan.warmup, self.plan.total))
-        batches = self.batches(sampler, train_records, token_ids, settings, memory, memory_mask, head_config.pad_id, device)
-        decode = cfg.decode_options()
-        tower_params = count_trainable(model.image_encoder)
-        self.log(
-            f"Fine-tuning a {head_config.layers}-layer caption decoder ({count_trainable(model.head):,} parameters) on "
-            f"{model_config.name}'s image tower ({'frozen' if frozen else f'{tower_params:,} parameters trained'}) with "
-            f"{len(train_records):,} images for {total:,} steps, batch {cfg.batch_size}, device {device}; "
-            f"validating on {len(val_records):,} {cfg.eval_split} images every {eval_every or total} steps."
-        )
-        self.announce_plan(self.plan, len(train_records))
-
-        self.best_cider = -math.inf
-        self.best_scores: dict | None = None
-        self.common_info = {
-            "pretrain_checkpoint": str(pretrain_path.resolve()),
-            "pretrain_step": read_step(pretrain_path),
-            "tokenizer": "char-vocab" if cfg.char_vocab else "checkpoint",
-            "tower": {"mode": mode, "top_blocks": top_blocks if mode == "top" else None},
-            "decode": dataclasses.asdict(decode),
-            "dataset": cfg.dataset,
-            "eval_split": cfg.eval_split,
-        }
-        step, stop_reason = 0, None
-        start = time.monotonic()
-        model.train()
-        model.image_encoder.eval()  # BatchNorm statistics and dropout of the tower stay fixed
-        timer, watch = StepTimer(0, self.clock()), LossWatch()
-        with TrainingProgress(total, self.console, label="finetune-caption", unit="captions/s") as progress:
-            window_start, window_items = time.monotonic(), 0
-            while step < total:
-                images, ids, mask, size = next(batches)
-                loss = self.train_step(model, images, ids, mask, optimizer)
-                scheduler.step()
-                step += 1
-                window_items += size
-                if not math.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss} at step {step}; training stopped (try a lower --lr).")
-                seconds_per_step = timer.observe(step, self.clock())
-                if seconds_per_step is not None:
-                    if self.plan.source == "--time-budget":
-                        planned = steps_in_budget(self.plan.time_budget, step=step, elapsed=self.clock() - timer.start_time, seconds_per_step=seconds_per_step)
-                        self.plan = self.make_plan(sampler.batches_per_epoch, total=planned, seconds_per_step=seconds_per_step)
-                        total = self.plan.total
-                        eval_every = cfg.eval_every if cfg.eval_every is not None else max(1, math.ceil(total / 4))
-                        progress.set_total(total)
-                        self.log(f"Time budget: {seconds_per_step:.3f} s/step measured over the first steps.")
-                        self.announce_plan(self.plan, len(train_records))
-                    self.log(estimate_line(self.plan, step, seconds_per_step))
-                stuck = watch.update(step, loss, total)
-                if stuck:
-                    self.warn(stuck)
-                if step % cfg.log_every == 0 or step == total:
-                    elapsed = time.monotonic() - window_start
-                    rate = window_items / elapsed if elapsed > 0 else 0.0
-                    lr = optimizer.param_groups[0]["lr"]
-                    self.record({"step": step, "loss": round(loss, 6), "lr": lr, "captions_per_s": round(rate, 2),
-                                 "skipped_images": self.skipped_images, "time": round(time.monotonic() - start, 2)})
-                    progress.update(step, loss, lr, rate)
-                    window_start, window_items = time.monotonic(), 0
-                if eval_every and step % eval_every == 0 and step < total:
-                    self.evaluate(model, tokenizer, model_config, val_records, settings, device, decode, step, meteor=False)
-                    model.train()
-                    model.image_encoder.eval()
-                    window_start, window_items = time.monotonic(), 0  # the rate counts training only
-                if cfg.max_time is not None and time.monotonic() - start >= cfg.max_time and step < total:
-                    stop_reason = "max-time"
-                    break
-        final_scores = self.evaluate(model, tokenizer, model_config, val_records, settings, device, decode, step, meteor=cfg.meteor, final=True)
-        final = save_run_checkpoint(self.out / "final", model, tokenizer, model_config, {**self.common_info, "step": step, "val_scores": final_scores}, self.metrics_lines)
-        scores = self.best_scores
-        (self.out / "scores.json").write_text(strict_json.dumps(scores, indent=2, ensure_ascii=False), encoding="utf-8")
-        if stop_reason:
-            self.log(f"Stopped ({stop_reason}) at step {step} of {total}.")
-        return FinetuneResult(self.out, step, scores, self.out / "best", final, stop_reason)
-
-    def batches(self, sampler, records, token_ids, settings, memory, memory_mask, pad_id, device):
-        """Endless (images or cached memory, token ids, mask, size) batches in sampler order."""
-        if memory is not None:
-            pairs = iter(sampler)
-            while True:
-                chosen = [next(pairs) for _ in range(self.cfg.batch_size)]
-                index = torch.tensor([i for i, _ in chosen], device=device)
-                ids, mask = pad_token_ids([token_ids[i][c] for i, c in chosen], pad_id)
-                yield (memory.index_select(0, index), memory_mask.index_select(0, index)), ids.to(device), mask.to(device), len(chosen)
+    def loader_batches(self):
         from torch.utils.data import DataLoader
 
+        device, settings = self.ctx.device, self.settings
         loader = DataLoader(
-            PairDataset(records, token_ids, settings),
+            PairDataset(self.train_records, self.token_ids, settings),
             batch_size=self.cfg.batch_size,
-            sampler=sampler,
-            collate_fn=PairCollator(settings.max_regions, pad_id),
+            sampler=self.sampler,
+            collate_fn=PairCollator(settings.max_regions, self.head.pad_id),
             num_workers=self.workers,
             persistent_workers=self.workers > 0,
             pin_memory=device.type == "cuda",
@@ -484,9 +450,15 @@ class CaptionFinetuner:
                 batch["boxes"].to(device),
                 batch["box_mask"].to(device),
             )
-            yield images, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["size"]
+            yield CaptionBatch(images, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["size"])
 
-    def train_step(self, model: CaptionModel, inputs, ids: torch.Tensor, mask: torch.Tensor, optimizer) -> float:
+    def train_step(self, batches) -> tuple[float, int]:
+        batch = next(batches)
+        return self.learn(batch.inputs, batch.ids, batch.mask), batch.size
+
+    def learn(self, inputs: tuple, ids: torch.Tensor, mask: torch.Tensor) -> float:
+        """One teacher-forced optimizer step of `self.model` on a batch; its loss."""
+        model, optimizer = self.model, self.state.optimizer
         if len(inputs) == 2:  # cached region sequences
             memory, memory_mask = inputs
         else:
@@ -509,57 +481,82 @@ class CaptionFinetuner:
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def evaluate(self, model, tokenizer, model_config, records, settings, device, decode, step, *, meteor: bool, final: bool = False) -> dict:
-        from .scoring import format_metrics, metrics_x100
-
-        t0 = time.monotonic()
-        output = caption_records(
-            model, tokenizer, records, settings, device=device, options=decode,
-            batch_size=self.cfg.eval_batch_size, workers=self.workers, skip_bad=self.cfg.skip_bad,
-        )
-        seconds_decode = time.monotonic() - t0
-        result = score_split(output.captions, records, meteor=meteor)
+    # Validation and checkpoints ---------------------------------------------------
+    def evaluate(self, step: int, *, meteor: bool = False, final: bool = False) -> dict:
+        """Caption and score the validation split; keep the best checkpoint by CIDEr.
+        Periodic validations leave METEOR out (slow); the final one may add it."""
+        result = self.validate(step, meteor)
         scores = {"step": step, "split": self.cfg.eval_split, **result}
-        self.record({"step": step, "split": self.cfg.eval_split, **{k: round(v, 4) for k, v in metrics_x100(result).items()},
-                     "decode_s": round(seconds_decode, 2), "score_s": result["seconds"].get("total")})
-        for warning in result["warnings"]:
-            self.log(f"[yellow]warning:[/yellow] {warning}")
-        self.log(f"step {step}: {self.cfg.eval_split} {format_metrics(result)}")
         cider = result["metrics"]["CIDEr"]
         # The final validation re-scores with METEOR; keep it as the best when CIDEr ties.
         if cider > self.best_cider or (final and cider >= self.best_cider):
             self.best_cider = cider
             self.best_scores = scores
-            save_run_checkpoint(
-                self.out / "best", model, tokenizer, model_config,
-                {**self.common_info, "step": step, "val_scores": scores}, self.metrics_lines,
-            )
+            self.write_captioner("best", {**self.common_info, "step": step, "val_scores": scores})
         elif final and self.best_scores is not None and "METEOR" not in self.best_scores["metrics"] and meteor:
-            # An earlier step was better: re-score its captions with METEOR for the report.
-            from .checkpoint import load_caption_checkpoint
-
-            best = load_caption_checkpoint(self.out / "best", device=device)
-            output = caption_records(
-                best.model, best.tokenizer, records, best.settings, device=device, options=decode,
-                batch_size=self.cfg.eval_batch_size, workers=self.workers, skip_bad=self.cfg.skip_bad,
-            )
-            result = score_split(output.captions, records, meteor=True)
-            self.best_scores = {"step": self.best_scores["step"], "split": self.cfg.eval_split, **result}
-            save_run_checkpoint(
-                self.out / "best", best.model, best.tokenizer, best.model_config,
-                {**self.common_info, "step": self.best_scores["step"], "val_scores": self.best_scores}, self.metrics_lines,
-            )
+            self.rescore_best()
+        if not final:
+            self.model.train()
+            self.model.image_encoder.eval()
         return scores
 
+    def validate(self, step: int, meteor: bool) -> dict:
+        """score_split's result for this step's captions of the validation split, recorded and printed."""
+        from .scoring import format_metrics, metrics_x100
 
-def save_run_checkpoint(target: Path, model, tokenizer, model_config, info: dict, metrics_lines) -> Path:
-    from .checkpoint import save_caption_checkpoint
+        cfg = self.cfg
+        t0 = time.monotonic()
+        output = caption_records(
+            self.model, self.tokenizer, self.val_records, self.settings, device=self.ctx.device, options=self.decode,
+            batch_size=cfg.eval_batch_size, workers=self.workers, skip_bad=cfg.skip_bad,
+        )
+        seconds_decode = time.monotonic() - t0
+        result = score_split(output.captions, self.val_records, meteor=meteor)
+        self.record({"step": step, "split": cfg.eval_split, **{k: round(v, 4) for k, v in metrics_x100(result).items()},
+                     "decode_s": round(seconds_decode, 2), "score_s": result["seconds"].get("total")})
+        for warning in result["warnings"]:
+            self.log(f"[yellow]warning:[/yellow] {warning}")
+        self.log(f"step {step}: {cfg.eval_split} {format_metrics(result)}")
+        return result
 
-    return save_caption_checkpoint(target, model, tokenizer, model_config, info, list(metrics_lines))
+    def rescore_best(self) -> None:
+        """An earlier step was better: re-score its captions with METEOR for the report."""
+        from .checkpoint import load_caption_checkpoint
+
+        cfg = self.cfg
+        best = load_caption_checkpoint(self.out / "best", device=self.ctx.device)
+        output = caption_records(
+            best.model, best.tokenizer, self.val_records, best.settings, device=self.ctx.device, options=self.decode,
+            batch_size=cfg.eval_batch_size, workers=self.workers, skip_bad=cfg.skip_bad,
+        )
+        result = score_split(output.captions, self.val_records, meteor=True)
+        step = self.best_scores["step"]
+        self.best_scores = {"step": step, "split": cfg.eval_split, **result}
+        self.write_captioner("best", {**self.common_info, "step": step, "val_scores": self.best_scores}, best)
+
+    def write_captioner(self, name: str, info: dict, loaded=None) -> Path:
+        """A caption checkpoint `name` in the run directory: this run's model, or `loaded`'s."""
+        from .checkpoint import save_caption_checkpoint
+
+        source = self if loaded is None else loaded
+        return save_caption_checkpoint(
+            self.out / name, source.model, source.tokenizer, source.model_config, info, list(self.metrics_lines)
+        )
+
+    def finish(self, stopped: str | None) -> FinetuneResult:
+        """The final validation (with METEOR unless --no-meteor), final/, scores.json."""
+        step = self.state.step
+        final_scores = self.evaluate(step, meteor=self.cfg.meteor, final=True)
+        final = self.write_captioner("final", {**self.common_info, "step": step, "val_scores": final_scores})
+        scores = self.best_scores
+        (self.out / "scores.json").write_text(strict_json.dumps(scores, indent=2, ensure_ascii=False), encoding="utf-8")
+        if stopped:
+            self.log(f"Stopped ({stopped}) at step {step} of {self.plan.total}.")
+        return FinetuneResult(self.out, step, scores, self.out / "best", final, stopped)
 
 
 def read_step(checkpoint: Path) -> int | None:
-    from wenlan_cli.engine.checkpoint import read_checkpoint_info
+    from wenlan_cli.plugin_api import read_checkpoint_info
 
     step = read_checkpoint_info(checkpoint).get("step")
     return step if isinstance(step, int) else None
