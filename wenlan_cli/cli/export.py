@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-Opt = typer.Option
+from ..declared import Invocation, declared_command
+from ..option_spec import option
 
 app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
 
 
-@app.command("onnx")
-def onnx(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint directory, or a run directory.")],
-    out_dir: Annotated[Path, typer.Argument(help="The bundle folder to create (must not exist, or be empty).")],
-    dataset: Annotated[Optional[str], Opt(help="Verify on this dataset's split (synth, aic-icc, ...) instead of generated inputs; adds the Recall@K check.")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Folder of --dataset (synth: default is the cached copy).")] = None,
-    split: Annotated[str, Opt(help="Split of --dataset.")] = "val",
-    samples: Annotated[int, Opt(help="Images (the split's first records) and texts to verify on.")] = 64,
-    threshold: Annotated[float, Opt(help="Lowest cosine allowed between a row's ONNX and PyTorch vectors.")] = 0.9999,
-) -> None:
+@dataclass
+class ExportOnnxConfig:
+    """The options of `wenlan export onnx` (and the keys of its `--config` file)."""
+
+    checkpoint: str = option(help="Checkpoint directory, or a run directory.", argument=True)
+    out_dir: Path = option(help="The bundle folder to create (must not exist, or be empty).", argument=True)
+    dataset: str | None = option(None, help="Verify on this dataset's split (synth, aic-icc, ...) instead of generated inputs; adds the Recall@K check.")
+    data_dir: str | None = option(None, help="Folder of --dataset (synth: default is the cached copy).")
+    split: str = option("val", help="Split of --dataset.")
+    samples: int = option(64, help="Images (the split's first records) and texts to verify on.")
+    threshold: float = option(0.9999, help="Lowest cosine allowed between a row's ONNX and PyTorch vectors.")
+
+
+def _onnx(call: Invocation, cfg: ExportOnnxConfig) -> None:
     """Write the image and text towers as ONNX graphs (dynamic batch), the tokenizer and
     preprocessing.json into OUT_DIR, after proving that they reproduce the checkpoint."""
     from rich.console import Console
@@ -29,10 +34,11 @@ def onnx(
     from ..export.onnx import export_onnx
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
+    checkpoint, out_dir, data_dir = cfg.checkpoint, cfg.out_dir, cfg.data_dir
     check_outputs([("OUT_DIR", out_dir)], [*checkpoint_input("CHECKPOINT", checkpoint), *folder_input("--data-dir", data_dir)])
     err = Console(stderr=True)
-    report = export_onnx(checkpoint, out_dir, dataset=dataset, data_dir=data_dir, split=split, samples=samples,
-                         threshold=threshold, on_step=lambda text: err.print(f"{text}...", markup=False, highlight=False))
+    report = export_onnx(checkpoint, out_dir, dataset=cfg.dataset, data_dir=data_dir, split=cfg.split, samples=cfg.samples,
+                         threshold=cfg.threshold, on_step=lambda text: err.print(f"{text}...", markup=False, highlight=False))
     parity = report.parity
     line = (f"Verified on {parity.image.rows} images and {parity.text.rows} texts ({parity.source}): lowest cosine "
             f"image {parity.image.worst_cosine:.6f}, text {parity.text.worst_cosine:.6f}; repeated runs identical")
@@ -41,3 +47,6 @@ def onnx(
                  f"{parity.recall_onnx['t2i_r10']:.2f}, the same as PyTorch")
     err.print(line + ".", markup=False, highlight=False)
     typer.echo(f"Wrote {report.out_dir} ({', '.join(report.files)})")
+
+
+onnx = app.command("onnx")(declared_command(_onnx, ExportOnnxConfig))
