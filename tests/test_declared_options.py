@@ -40,12 +40,14 @@ def declared_commands():
 
     from wenlan_cli.cli.serve import serve
 
+    from wenlan_cli.cli.data import synth
     from wenlan_cli.cli.data_check import check
+    from wenlan_cli.cli.data_convert import convert
     from wenlan_cli.cli.export import onnx
 
     found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index),
              ("classify", classify), ("search", search), ("serve", serve), ("export onnx", onnx),
-             ("data check", check)]
+             ("data check", check), ("data synth", synth), ("data convert", convert)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -158,15 +160,19 @@ CONFIG_CASES = [
     ("serve", {"index": "NONE", "port": -1, "max_k": 0}, ["--port", "80"], "--port must be at least 0", "--max-k must be at least 1"),
     ("data check", {"model": "nosuch", "data_dir": "NONE"}, ["--model", "brivl-tiny"], "unknown model 'nosuch'",
      "the data folder"),
+    ("data synth DIR", {"train": -1, "image_size": 8}, ["--train", "3"], "--train must not be negative",
+     "--image-size must be at least 32"),
+    ("data convert DIR OUT", {"shard_size": 0, "max_side": 1}, ["--shard-size", "10"], "--shard-size must be at least 1",
+     "--max-side must be at least 16"),
 ]
 
 
-@pytest.mark.parametrize("command, options, given, first, second", CONFIG_CASES, ids=[c[0].split()[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize("command, options, given, first, second", CONFIG_CASES, ids=["-".join(w for w in c[0].split() if w.islower()) for c in CONFIG_CASES])
 def test_a_config_file_value_is_used_and_the_command_line_wins(capsys, tmp_path, command, options, given, first, second):
     config = tmp_path / "options.json"
     options = {k: str(tmp_path / "none") if v == "NONE" else v for k, v in options.items()}
     config.write_text(json.dumps(options), encoding="utf-8")
-    command = [tmp_path if word == "DIR" else word for word in command.split()]
+    command = [{"DIR": tmp_path, "OUT": tmp_path / "out"}.get(word, word) for word in command.split()]
     code, err = run_cli(capsys, *command, "--config", config)
     assert code == 2 and err.startswith(f"error: {first}"), err
     code, err = run_cli(capsys, *command, "--config", config, *given)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
+from ..declared import Invocation, declared_command
+from ..option_spec import option
+
 app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
-Opt = typer.Option
 
 
-@app.command("synth")
-def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the AIC-ICC-layout dataset into.")],
-    train: Annotated[int, Opt(help="Training images.")] = 10000,
-    val: Annotated[int, Opt(help="Validation images (all with distinct attributes).")] = 1000,
-    test: Annotated[int, Opt(help="Test images (distinct from each other and from val).")] = 1000,
-    seed: Annotated[int, Opt(help="Seed; the same seed writes the same files.")] = 0,
-    image_size: Annotated[int, Opt(help="Side of the square images in pixels.")] = 128,
-) -> None:
+@dataclass
+class DataSynthConfig:
+    """The options of `wenlan data synth` (and the keys of its `--config` file)."""
+
+    out_dir: Path = option(help="Folder to write the AIC-ICC-layout dataset into.", argument=True)
+    train: int = option(10000, help="Training images.")
+    val: int = option(1000, help="Validation images (all with distinct attributes).")
+    test: int = option(1000, help="Test images (distinct from each other and from val).")
+    seed: int = option(0, help="Seed; the same seed writes the same files.")
+    image_size: int = option(128, help="Side of the square images in pixels.")
+
+
+def _synth(call: Invocation, cfg: DataSynthConfig) -> None:
     """Write the compositional Chinese image-caption dataset (5 captions and exact object
     boxes per image) in the AIC-ICC release layout."""
     from rich.progress import Progress
@@ -29,6 +35,7 @@ def synth(
     from ..data.synthetic import max_unique_scenes
     from ..errors import UsageError
 
+    out_dir, train, val, test, image_size = cfg.out_dir, cfg.train, cfg.val, cfg.test, cfg.image_size
     for name, value in (("train", train), ("val", val), ("test", test)):
         if value < 0:
             raise UsageError(f"--{name} must not be negative.")
@@ -41,10 +48,13 @@ def synth(
     with Progress(transient=True) as progress:
         task = progress.add_task("writing images", total=train + val + test)
         write_synthetic_folder(
-            out_dir, train=train, val=val, test=test, seed=seed, image_size=image_size,
+            out_dir, train=train, val=val, test=test, seed=cfg.seed, image_size=image_size,
             progress=lambda: progress.advance(task), log=lambda message: progress.console.print(message, markup=False, highlight=False),
         )
     typer.echo(f"Wrote {train} train / {val} val / {test} test images to {out_dir} (AIC-ICC layout).")
+
+
+synth = app.command("synth")(declared_command(_synth, DataSynthConfig))
 
 
 # Bytes a synthetic JPEG takes per pixel (measured: about 3 KB at 128 px), plus its annotation.
