@@ -165,6 +165,13 @@ def test_every_core_and_plugin_module_has_a_layer():
     assert not unmapped, f"modules with no layer in tests/test_layers.py LAYER_OF (and ARCHITECTURE.md): {unmapped}"
 
 
+def test_no_module_imports_a_higher_layer():
+    """The layer order itself: CLI -> application -> engine/models -> data -> base, lazy
+    imports included (the plugin surface excepted, see `upward_imports`)."""
+    offending = [f"{imp} ({layer_of(imp.module)} -> {layer_of(imp.target)})" for imp in upward_imports()]
+    assert not offending, "imports that point up the layers (ARCHITECTURE.md): " + "; ".join(offending)
+
+
 def test_nothing_below_the_cli_imports_the_cli():
     offending = [
         str(imp)
