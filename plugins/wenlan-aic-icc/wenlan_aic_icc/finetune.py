@@ -212,6 +212,7 @@ class CaptionFinetuner(Trainer):
         self.memory: torch.Tensor | None = None
         self.memory_mask: torch.Tensor | None = None
         self.sampler: PairSampler | None = None
+        self.shard_data = None  # --dataset webdataset: the training split, streamed from its shards
         self.best_cider = -math.inf
         self.best_scores: dict | None = None
         self.common_info: dict = {}  # what every checkpoint of the run says about it
@@ -231,7 +232,7 @@ class CaptionFinetuner(Trainer):
         configure_tower(self.model, mode, top_blocks)
         self.model.to(self.ctx.device)
         self.prepare_batches()
-        self.state.schedule(self.make_optimizer(self.model), self.make_plan(self.sampler.batches_per_epoch))
+        self.state.schedule(self.make_optimizer(self.model), self.make_plan(self.batches_per_epoch))
         self.describe_run(mode, top_blocks)
         self.model.train()
         self.model.image_encoder.eval()  # BatchNorm statistics and dropout of the tower stay fixed
@@ -268,19 +269,21 @@ class CaptionFinetuner(Trainer):
         (self.out / "finetune_config.json").write_text(text, encoding="utf-8")
 
     def load_data(self) -> tuple[list[ImageTextRecord], list[ImageTextRecord]]:
-        from wenlan_cli.plugin_api import load_records
+        from wenlan_cli.plugin_api import ShardTrainData, load_records
 
         cfg = self.cfg
         options = {k: v for k, v in (("image_column", cfg.image_column), ("text_column", cfg.text_column)) if v}
         if cfg.dataset == "synth" and cfg.data_dir is None:
             self.log("[dim]Preparing the synthetic dataset (generated once, then cached)...[/dim]")
-        train = load_records(cfg.dataset, cfg.data_dir, cfg.train_split, **options)
+        if cfg.dataset == "webdataset":  # streamed: no record of the training split is held
+            self.shard_data = ShardTrainData(cfg.data_dir, cfg.train_split)
+        train = load_records(cfg.dataset, cfg.data_dir, cfg.train_split, **options) if self.shard_data is None else []
         val = load_records(cfg.dataset, cfg.data_dir, cfg.eval_split, **options)
-        if not train:
+        if not train and self.shard_data is None:
             raise DataError(f"the {cfg.train_split} split of {cfg.dataset} has no images.")
         if not val:
             raise DataError(f"the {cfg.eval_split} split of {cfg.dataset} has no images to validate on.")
-        if not any(r.captions for r in train):
+        if train and not any(r.captions for r in train):
             raise DataError(f"the {cfg.train_split} split of {cfg.dataset} has no captions to learn from.")
         if any(not r.captions for r in val):
             empty = next(r.image_id for r in val if not r.captions)
@@ -290,6 +293,8 @@ class CaptionFinetuner(Trainer):
     def build_tokenizer(self, pretrain_tokenizer, train: list[ImageTextRecord]):
         from wenlan_cli.plugin_api import build_char_vocab, tokenizer_from_vocab
 
+        if self.cfg.char_vocab and self.shard_data is not None:
+            return tokenizer_from_vocab(self.shard_data.char_vocab())  # from the shards' index
         if self.cfg.char_vocab:
             return tokenizer_from_vocab(build_char_vocab(c for r in train for c in r.captions))
         return pretrain_tokenizer
@@ -327,6 +332,11 @@ class CaptionFinetuner(Trainer):
         """Caption tokens (tokenised per pair when a batch is made, in the DataLoader workers),
         the frozen tower's features when cached, and the sampler."""
         cfg = self.cfg
+        if self.shard_data is not None:  # streamed: tokenised per batch in the loader, nothing cached
+            if cfg.cache_features:
+                raise UsageError("--cache-features needs the training images in memory; --dataset webdataset streams them.")
+            self.batches_per_epoch = self.shard_data.batches_per_epoch(cfg.batch_size)
+            return
         frozen = tower_is_frozen(self.model)
         self.token_ids = CaptionTokens(self.train_records, self.tokenizer, self.head.max_positions)
         if cfg.cache_features and not frozen:
@@ -349,7 +359,7 @@ class CaptionFinetuner(Trainer):
         self.log(
             f"Fine-tuning a {self.head.layers}-layer caption decoder ({count_trainable(model.head):,} parameters) on "
             f"{self.model_config.name}'s image tower ({tower}) with "
-            f"{len(self.train_records):,} images for {total:,} steps, batch {cfg.batch_size}, device {self.ctx.device}; "
+            f"{self.train_images:,} images for {total:,} steps, batch {cfg.batch_size}, device {self.ctx.device}; "
             f"validating on {len(self.val_records):,} {cfg.eval_split} images every {self.eval_every() or total} steps."
         )
         self.announce_plan()
@@ -373,7 +383,11 @@ class CaptionFinetuner(Trainer):
         )
 
     def plan_warnings(self) -> list[str]:
-        return plan_warnings(self.plan, CAPTION_RULE, images=len(self.train_records), warmup_given=self.cfg.warmup is not None)
+        return plan_warnings(self.plan, CAPTION_RULE, images=self.train_images, warmup_given=self.cfg.warmup is not None)
+
+    @property
+    def train_images(self) -> int:
+        return self.shard_data.images if self.shard_data is not None else len(self.train_records)
 
     def eval_every(self) -> int:
         """--eval-every, else four validations per run (of the plan as it stands)."""
@@ -432,7 +446,10 @@ class CaptionFinetuner(Trainer):
         from torch.utils.data import DataLoader
 
         device, settings = self.ctx.device, self.settings
-        loader = DataLoader(
+        loader = self.shard_data.loader(
+            self.tokenizer, self.head.max_positions, settings, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+            start_batch=self.state.data_position, workers=self.workers, pin_memory=device.type == "cuda",
+        ) if self.shard_data is not None else DataLoader(
             PairDataset(self.train_records, self.token_ids, settings),
             batch_size=self.cfg.batch_size,
             sampler=self.sampler,
