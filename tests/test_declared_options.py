@@ -44,10 +44,12 @@ def declared_commands():
     from wenlan_cli.cli.data_check import check
     from wenlan_cli.cli.data_convert import convert
     from wenlan_cli.cli.export import onnx
+    from wenlan_cli.cli.report import report
 
     found = [("pretrain", pretrain), ("eval-retrieval", eval_retrieval), ("encode", encode), ("index", index),
              ("classify", classify), ("search", search), ("serve", serve), ("export onnx", onnx),
-             ("data check", check), ("data synth", synth), ("data convert", convert)]
+             ("data check", check), ("data synth", synth), ("data convert", convert),
+             ("report", report)]
     try:
         from wenlan_aic_icc.commands import finetune_caption
     except ImportError:  # the plugin is not installed
@@ -164,6 +166,8 @@ CONFIG_CASES = [
      "--image-size must be at least 32"),
     ("data convert DIR OUT", {"shard_size": 0, "max_side": 1}, ["--shard-size", "10"], "--shard-size must be at least 1",
      "--max-side must be at least 16"),
+    ("report DIR", {"batch_size": 0, "workers": -1}, ["--batch-size", "8"], "--batch-size must be at least 1",
+     "--workers must be at least 0"),
 ]
 
 
