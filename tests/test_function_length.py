@@ -23,8 +23,6 @@ MAX_LINES = 60
 # "path::Qualified.name": its length in lines when it was listed.
 KNOWN_LONG: dict[str, int] = {
     "wenlan_cli/data/convert.py::convert_dataset": 80,
-    "wenlan_cli/cli/data_check.py::check": 75,
-    "wenlan_cli/cli/search.py::search": 66,
 }
 
 
