@@ -34,7 +34,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "folder_input": ("wenlan_cli.output_paths", "folder_input"),
     "path_input": ("wenlan_cli.output_paths", "path_input"),
     "file_input": ("wenlan_cli.output_paths", "file_input"),
-    # commands whose options are a config dataclass's fields (wenlan_cli.declared.py)
+    # commands whose options are a config dataclass's fields (wenlan_cli/declared.py)
     "Option": ("wenlan_cli.option_spec", "Option"),
     "declared_command": ("wenlan_cli.declared", "declared_command"),
     "add_lazy_command": ("wenlan_cli.declared", "add_lazy_command"),
