@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .option_spec import option
+from .option_spec import device_option, option, precision_option
 
 
 @dataclass
@@ -332,7 +332,7 @@ class TrainConfig:
     # none with --pretrained, else engine/budget.py's auto_queue_warmup.
     queue_warmup: int | str = option("auto", help="moco: in-batch loss for the first N steps while the queues fill. auto: none with --pretrained; from scratch max(100, steps to fill the queue, 5% of the run), at most half of it.", panel=Panel.MODEL, cli_type=str)
     seed: int = option(0, help="Seed of the initialisation and the data order.", panel=Panel.RUN)
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.", panel=Panel.RUN)
+    device: str = device_option(panel=Panel.RUN)
     workers: int | None = option(None, help="DataLoader worker processes (default: 0 on 2 cores, else half the cores).", panel=Panel.RUN)
     eval_every: int = option(0, help="Evaluate retrieval every N steps (0: only at the end).", panel=Panel.RUN)
     eval_split: str = option("val", help="Split evaluated during and after training.", panel=Panel.RUN)
@@ -344,7 +344,7 @@ class TrainConfig:
     # seconds); measured from the first steps' speed, kept on resume.
     time_budget: str | float | None = option(None, help="Train for this long (600, 90s, 10m, 1.5h): the first steps' speed sets the number of steps so warm-up and cosine decay end on time (evaluation comes after). Instead of --steps/--epochs; a resume keeps the plan.", panel=Panel.OPTIM, cli_type=str)
     resume: str | None = option(None, help="A checkpoint to continue from, or 'auto' for the latest in --out.", panel=Panel.SCALE)
-    precision: str = option("fp32", help="fp32, bf16 or fp16 (fp16 on GPU only).", panel=Panel.SCALE)
+    precision: str = precision_option(panel=Panel.SCALE)
     grad_checkpointing: bool = option(False, "--grad-checkpointing", help="Recompute activations to save memory.", panel=Panel.SCALE)
     accum_steps: int = option(1, help="Micro-batches per optimizer step.", panel=Panel.SCALE)
     # Shuffle the momentum image tower's batch across processes (BriVL's shuffle-BN);

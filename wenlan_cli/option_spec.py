@@ -53,3 +53,14 @@ def option(default: Any = dataclasses.MISSING, *flags: str, help: str = "", pane
 def option_of(field: dataclasses.Field) -> Option | None:
     """The `Option` a field was declared with, or None."""
     return field.metadata.get(OPTION)
+
+
+# The options every command that runs a model shares, declared once.
+def device_option(**more):
+    """--device, checked by engine/device.py `pick_device`."""
+    return option("auto", help="auto, cpu, cuda or cuda:N.", **more)
+
+
+def precision_option(**more):
+    """--precision, checked by engine/device.py `check_precision` (pretrain: TrainConfig.validate)."""
+    return option("fp32", help="fp32, bf16 or fp16 (fp16 on a GPU only).", **more)

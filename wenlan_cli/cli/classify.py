@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import option
+from ..option_spec import device_option, option, precision_option
 
 
 def _write(path: Path, text: str) -> None:
@@ -47,8 +47,8 @@ class ClassifyConfig:
     skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out instead of failing.")
     batch_size: int = option(64, help="Images per forward pass.")
     workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
-    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+    device: str = device_option()
+    precision: str = precision_option()
 
 
 def _classify_command(call: Invocation, cfg: ClassifyConfig) -> None:

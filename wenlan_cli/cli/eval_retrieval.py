@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import option
+from ..option_spec import device_option, option, precision_option
 
 
 @dataclass
@@ -23,8 +23,8 @@ class EvalRetrievalConfig:
     output: Path | None = option(None, "--output", "-o", help="Also write the metrics to this JSON file.")
     batch_size: int = option(128, help="Images per forward pass.")
     workers: int = option(0, help="DataLoader worker processes decoding images.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
-    precision: str = option("fp32", help="fp32, bf16 or fp16 (GPU).")
+    device: str = device_option()
+    precision: str = precision_option()
     chunk_size: int = option(1024, help="Queries scored at once (memory is chunk x candidates).")
     image_column: str | None = option(None, help="Image column of jsonl/csv data.")
     text_column: str | None = option(None, help="Text column of jsonl/csv data.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import option
+from ..option_spec import device_option, option
 
 
 @dataclass(kw_only=True)  # --index is required, QUERIES optional
@@ -25,7 +25,7 @@ class SearchConfig:
     html: Path | None = option(None, "--html", help="Also write a self-contained HTML page with thumbnails.")
     faiss: bool = option(False, "--faiss", help="Search with faiss (IndexFlatIP) instead of the built-in exact search.")
     checkpoint: str | None = option(None, help="Encode queries with this checkpoint instead of the index's own.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
 
 
 def _search(call: Invocation, cfg: SearchConfig) -> None:

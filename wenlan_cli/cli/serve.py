@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import option
+from ..option_spec import device_option, option
 
 
 def _is_loopback(host: str) -> bool:
@@ -31,7 +31,7 @@ class ServeConfig:
     token: str | None = option(None, "--token", envvar="WENLAN_SERVE_TOKEN",
                                help="Require `Authorization: Bearer TOKEN` (also from $WENLAN_SERVE_TOKEN).")
     checkpoint: str | None = option(None, help="Encode queries with this checkpoint instead of the index's own.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     max_query_chars: int = option(200, help="Longest text query accepted.")
     max_k: int = option(100, help="Most results one query may ask for.")
     max_upload_mb: float = option(8.0, help="Largest image upload accepted, in MB.")
