@@ -10,7 +10,10 @@ in a subprocess, and measures from the moment it is started:
 * `first_step_s`: until metrics.jsonl holds its first line (written right after step 1);
 * `wall_s`: until the command exits (3 steps, the evaluation on 64 validation images and
   the final checkpoint included);
-* `peak_rss_mb`: the command's peak resident memory (`ru_maxrss` from `wait4`).
+* `peak_rss_mb`: the command's peak resident memory (`ru_maxrss` from `wait4`; the datasets
+  are made in another process, since a child's figure also counts this one's memory at
+  the fork);
+* `load_1min`: the machine's 1-minute load average as the run starts (a shared machine).
 
 Targets (issue "Data at real scale", sections 2 and 5): at 210,000 images x 5 captions the
 first step within 20 s, and peak memory at most 400 MB above the 3,000-image run. The same
@@ -23,7 +26,10 @@ pretrain builds, no model).
 
     flock /tmp/wenlan-bench.lock timeout 3000 python benchmarks/scale.py
 
-prints one JSON line. `--sizes 3000,210000` measures other sizes.
+prints one JSON line. `--sizes 3000,210000` measures other sizes. Converting 1M images
+takes about half an hour on 2 busy cores; `--linked-shards` converts only the smallest
+shard size and makes the larger ones by hard-linking its shards (the stream reads bytes
+and keys, not contents), so the stream is measured at 1M in minutes.
 """
 
 from __future__ import annotations
@@ -37,10 +43,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scale_data import make_dataset  # noqa: E402
 
 DEFAULT_SIZES = (3_000, 10_000, 100_000, 210_000, 1_000_000)
 DEFAULT_SHARD_SIZES = (10_000, 100_000, 1_000_000)
@@ -137,27 +139,65 @@ def sizes_option(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s]
 
 
+def make_dataset(data: Path, n: int) -> float:
+    """benchmarks/scale_data.py in its own process; its seconds. Not in this one: a child's
+    peak RSS (`wait4`) counts this process's memory at the fork, which making 1M entries
+    here would raise above a shard run's own."""
+    began = time.monotonic()
+    subprocess.run([sys.executable, str(Path(__file__).resolve().with_name("scale_data.py")), str(data), "--images", str(n)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - began
+
+
+def link_shards(base: Path, out: Path, n: int) -> None:
+    """Shards of `n` training samples: `base`'s training shards hard-linked over and over,
+    with its validation shards and an index listing them. The stream reads bytes and keys,
+    not contents, so this measures it at `n` without converting `n` images."""
+    index = json.loads((base / "index.json").read_text(encoding="utf-8"))
+    train = index["splits"]["train"]
+    out.mkdir(parents=True)
+    shards, count = [], 0
+    while count < n:
+        source = train["shards"][len(shards) % len(train["shards"])]
+        name = f"train-{len(shards):06d}.tar"
+        os.link(base / source["name"], out / name)
+        shards.append({**source, "name": name})
+        count += source["samples"]
+    for shard in index["splits"]["val"]["shards"]:
+        os.link(base / shard["name"], out / shard["name"])
+    train.update(shards=shards, samples=count)
+    (out / "index.json").write_text(json.dumps(index), encoding="utf-8")
+
+
 def measure_size(n: int, work: Path, args, results: dict, shards: dict, speeds: dict) -> None:
     """Every measurement asked for at size `n`, each on a fresh dataset folder removed after."""
+    base = work / f"shards-{min(args.shard_sizes)}" if args.shard_sizes else None
+    if args.linked_shards and n in args.shard_sizes and n != min(args.shard_sizes):
+        link_shards(base, work / f"shards-{n}", n)
+        shards[str(n)] = {**measure(work / f"shards-{n}", work / f"run-shards-{n}", args.timeout, "webdataset"),
+                          "linked_from": min(args.shard_sizes)}
+        print(f"{n:>9,} images, shards (linked): {shards[str(n)]}", file=sys.stderr)
+        shutil.rmtree(work / f"shards-{n}")
+        if n not in args.sizes and n not in args.throughput_sizes:
+            return
     data = work / f"data-{n}"
-    began = time.monotonic()
-    make_dataset(data, n)
-    made = time.monotonic() - began
+    made = make_dataset(data, n)
     if n in args.sizes:
         results[str(n)] = {**measure(data, work / f"run-{n}", args.timeout), "make_dataset_s": round(made, 1)}
         print(f"{n:>9,} images, file layout: {results[str(n)]}", file=sys.stderr)
     if n in args.throughput_sizes:
         speeds[str(n)] = {"file_layout": throughput("aic-icc", data, args.timeout)}
-    if n in args.shard_sizes or n in args.throughput_sizes:
+    if (n in args.shard_sizes and str(n) not in shards) or n in args.throughput_sizes:
         converted = convert(data, work / f"shards-{n}", 4 * args.timeout)
-        if n in args.shard_sizes:
+        if n in args.shard_sizes and str(n) not in shards:
             shards[str(n)] = {**measure(work / f"shards-{n}", work / f"run-shards-{n}", args.timeout, "webdataset"),
                               "convert_s": converted}
             print(f"{n:>9,} images, shards: {shards[str(n)]}", file=sys.stderr)
         if n in args.throughput_sizes:
             speeds[str(n)]["shards"] = throughput("webdataset", work / f"shards-{n}", args.timeout)
             print(f"{n:>9,} images, data path alone: {speeds[str(n)]}", file=sys.stderr)
-        shutil.rmtree(work / f"shards-{n}")
+        if not (args.linked_shards and n == min(args.shard_sizes)):
+            shutil.rmtree(work / f"shards-{n}")
     shutil.rmtree(data)
 
 
@@ -168,6 +208,8 @@ def main() -> None:
                         help="comma-separated image counts also measured as shards")
     parser.add_argument("--throughput-sizes", type=sizes_option, default=list(DEFAULT_THROUGHPUT_SIZES),
                         help="comma-separated image counts at which the data path's samples/s is timed on both layouts")
+    parser.add_argument("--linked-shards", action="store_true",
+                        help="convert only the smallest --shard-sizes; larger shard sets are its shards hard-linked (minutes, not hours, at 1M)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pretrain run")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
