@@ -25,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -161,7 +161,7 @@ def build(cls, call: Invocation, specs=None, *, validate: bool = True):
     cli = call.given
     for f, spec in declared_fields(cls, specs):
         if field_default(f) is dataclasses.MISSING and f.name not in call.file_options and cli.get(f.name) is None:
-            call.ctx.fail(f"Missing option '{spec.flags[0] if spec.flags else '--' + f.name.replace('_', '-')}'.")
+            call.ctx.fail(f"Missing option '{spec.names(f.name)[0]}'.")
     from .config import build_config
 
     where = str(call.config_file) if call.config_file is not None else "options"
