@@ -316,3 +316,18 @@ def test_a_field_without_an_option_or_a_union_without_a_cli_type_is_refused():
     with pytest.raises(TypeError, match="cli_type"):
         declared_command(lambda call, cfg: None, Either)
     assert declared_command(lambda call, cfg: None, Bare, specs={"x": Option(help="x")}).declared[0] is Bare
+
+
+@pytest.mark.parametrize("name", ["pretrain", "eval-retrieval", "data check", "data convert"])
+def test_the_dataset_help_names_every_registered_dataset(name):
+    """Lists of dataset names in help are written by hand; this keeps them complete."""
+    from wenlan_cli.data.convert import SOURCES
+    from wenlan_cli.data.sources import dataset_names
+
+    function = dict(COMMANDS)[name]
+    config_cls, specs, _ = function.declared
+    field = "source" if name == "data convert" else "dataset"
+    (spec,) = [spec for f, spec in declared_fields(config_cls, specs) if f.name == field]
+    names = SOURCES if name == "data convert" else dataset_names()
+    missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", spec.help)]
+    assert not missing, f"{name} --{field.replace('source', 'from')} help lacks {missing}"

@@ -310,7 +310,7 @@ class TrainConfig:
     is one option (`option_spec.option`: help and panel), saved as `train_config.json`."""
 
     model: str = option("brivl-tiny", help="Architecture name (`wenlan models`) or a model-config JSON file.", panel=Panel.MODEL)
-    dataset: str = option("synth", help="synth, aic-icc, brivl-jsonl, jsonl, csv, or webdataset (shards from wenlan data convert, streamed).", panel=Panel.DATA)
+    dataset: str = option("synth", help="synth, aic-icc, brivl-jsonl, jsonl, csv, a Chinese-CLIP benchmark (muge, flickr30k-cn, coco-cn), or webdataset (shards from wenlan data convert, streamed).", panel=Panel.DATA)
     data_dir: str | None = option(None, help="Folder with the data (for synth: a generated folder; default: a cached copy).", panel=Panel.DATA)
     out: str = option("runs/pretrain", "--out", "-o", help="Run directory: checkpoints, metrics.jsonl, recall.json.", panel=Panel.RUN)
     steps: int | None = option(None, help="Optimizer steps. Default, from the data size (any dataset): max(2000 steps, 10 epochs), at most 100000.", panel=Panel.OPTIM)
