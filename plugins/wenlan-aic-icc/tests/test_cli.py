@@ -176,3 +176,29 @@ def _best_captions(out, cap_data) -> dict[str, str]:
     loaded = load_caption_checkpoint(out)
     records = load_records("synth", cap_data, "val")
     return caption_records(loaded.model, loaded.tokenizer, records, loaded.settings, device="cpu", options=loaded.decode).captions
+
+
+@pytest.mark.slow
+def test_finetune_caption_stopped_by_sigterm_keeps_its_work_and_exits_143(cap_data, pretrain_checkpoint, tmp_path):
+    """A scheduler's SIGTERM: the run validates, writes final/ and exits 128 + 15 like pretrain,
+    so a job script does not mistake a stopped run for a finished one."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wenlan_cli", "finetune-caption", "--checkpoint", str(pretrain_checkpoint), "--dataset", "synth",
+         "--data-dir", str(cap_data), "--out", str(out), "--steps", "5000", "--batch-size", "8", "--log-every", "1",
+         "--eval-every", "0", "--no-meteor", "--workers", "0",
+         "--d-model", "32", "--layers", "1", "--heads", "2", "--ff-dim", "64", "--max-len", "24"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("loss") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was signalled"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Stopped (SIGTERM)" in err
+    assert (out / "final" / "model.safetensors").exists() and (out / "scores.json").exists()

@@ -142,6 +142,11 @@ def _finetune_caption(call, cfg) -> None:
     title = f"{cfg.dataset} {cfg.eval_split}: best checkpoint (step {scores['step']}), x100"
     print_scores(scores, title)
     Console(stderr=True).print(f"Best checkpoint: {result.best}; scores in {result.out / 'scores.json'}", highlight=False)
+    if result.stopped_early and result.stopped_early != "max-time":
+        import signal
+
+        # Stopped by a signal after its final checkpoint and scores: the shell's convention, as pretrain.
+        raise typer.Exit(128 + int(getattr(signal, result.stopped_early)))
 
 
 def _finetune_caption_command():
