@@ -1,10 +1,10 @@
 """Imports point one way: CLI -> application -> engine/models -> data (ARCHITECTURE.md).
 
 The imports are read with `ast`, not by importing the modules, so a lazy import inside a
-function counts as much as one at the top of a file, and nothing heavy is loaded. Only
-rules that hold today are asserted; the upward imports that remain are listed in
-ARCHITECTURE.md ("Known upward dependencies"). `python tests/test_layers.py` prints them,
-measured with the layer map below.
+function counts as much as one at the top of a file, and nothing heavy is loaded. No
+import points up a layer (asserted); `python tests/test_layers.py` prints any that does
+and the imports between applications, which ARCHITECTURE.md ("Imports that cross") lists
+with why each is by design.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def under(module: str, *packages: str) -> bool:
 
 
 def upward_imports() -> list[Import]:
-    """Imports from a lower layer into a higher one (what ARCHITECTURE.md lists). The plugin
+    """Imports from a lower layer into a higher one (asserted to be none). The plugin
     surface is left out: each of its names resolves to a module of its own layer."""
     found = []
     for imp in all_imports():
