@@ -196,6 +196,13 @@ def test_models_and_plugins_commands_list_the_registry(capsys):
     assert code == 0 and "retrieval" in out
 
 
+def test_the_builtin_retrieval_task_lists_every_dataset_eval_retrieval_reads():
+    from wenlan_cli.data.sources import dataset_names
+    from wenlan_cli.tasks import _builtin_retrieval
+
+    assert sorted(_builtin_retrieval().datasets) == dataset_names()
+
+
 def test_unknown_options_and_missing_required_ones_are_usage_errors(capsys):
     code, _, err = run_cli(capsys, "pretrain", "--no-such-option")
     assert code == 2 and "No such option" in err
