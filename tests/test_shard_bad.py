@@ -116,3 +116,45 @@ def test_pretrain_on_a_truncated_training_shard_stops_naming_it_or_counts_with_s
     whole = len(scan_shard_status(str(cut))[0])
     assert 0 < whole < 20
     assert max(m.get("skipped_images", 0) for m in lines) in (20 - whole, 21 - whole)
+
+
+def test_a_truncated_shard_without_an_index_is_named_when_the_stream_reaches_it(tmp_path):
+    """Shards named by a pattern, no index.json: a truncated one is counted (its whole
+    samples and one for what it lost) instead of refused, and the stream names it, as a
+    bad sample the trainer stops on or skips and counts with --skip-bad."""
+    from wenlan_cli.data.pipeline import ImageSettings
+    from wenlan_cli.data.stream import PairBatcher, stream_loader
+    from wenlan_cli.models.tokenizer import build_char_vocab, tokenizer_from_vocab
+    from wenlan_cli.train.shard_data import ShardTrainData
+
+    import io
+
+    from PIL import Image
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+
+    def jpeg(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (12, 10), (value, 40, 90)).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    for number in range(2):
+        with open(folder / shard_name("train", number), "wb") as handle:
+            writer = webdataset.TarWriter(handle, mtime=0)
+            for i in range(8):
+                writer.write({"__key__": f"{number}{i:08d}", "jpg": jpeg(i * 20),
+                              "json": json.dumps({"id": f"{number}-{i}", "captions": ["一只猫"]}).encode()})
+            writer.close()
+    cut = folder / shard_name("train", 1)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2 + 100])  # inside a tar block, as a cut download ends
+    data = ShardTrainData(str(folder / "train-{000000..000001}.tar"))
+    whole = len(scan_shard_status(str(cut))[0])
+    assert data.images == 8 + whole + 1
+    tokenizer = tokenizer_from_vocab(build_char_vocab(["一只猫"]))
+    settings = ImageSettings(image_size=16, max_regions=2, grid_size=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    stream = data.stream(PairBatcher(tokenizer, 8, settings, 0), batch_size=data.images, seed=0, rank=0, world_size=1)
+    batch = next(iter(stream_loader(stream, 0)))  # the whole epoch in one batch
+    assert batch["size"] + len(batch["bad"]) == data.images and batch["bad"]
+    assert all(str(cut) in b.message for b in batch["bad"])
+    assert any("truncated" in b.message for b in batch["bad"])

@@ -190,8 +190,13 @@ def read_index(folder: Path) -> dict | None:
 
 
 def count_samples(path: str, partial: bool = False) -> int:
-    """Samples in a shard, from its headers alone (tarfile seeks past the data)."""
-    return len(scan_shard(path, partial))
+    """Samples in a shard, from its headers alone (tarfile seeks past the data). A truncated
+    shard raises DataError naming it, or with `partial` counts its whole samples and one
+    more for what it lost, so that a reader reaching it reports the loss there."""
+    samples, problem = scan_shard_status(path)
+    if problem is not None and not partial:
+        raise DataError(problem)
+    return len(samples) + (problem is not None)
 
 
 def scan_shard(path: str, partial: bool = False) -> list[tuple[str, dict[str, tuple[int, int]]]]:
@@ -225,7 +230,20 @@ def scan_shard_status(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, i
         if last > size:
             cut = samples[-1][0]
             return [(k, f) for k, f in samples if all(off + n <= size for off, n in f.values())], f"shard {path} is truncated (ends inside sample {cut})."
+        if not _ends_with_end_marker(path, -(-last // 512) * 512, size):
+            # tarfile takes a cut inside a header for the end of the archive.
+            return samples, f"shard {path} is truncated (it ends after sample {samples[-1][0]} without the tar end-of-archive blocks)."
     return samples, None
+
+
+def _ends_with_end_marker(path: str, end: int, size: int) -> bool:
+    """Whether the bytes after the last member (from `end`) are the two or more zero blocks
+    that end a tar archive (tarfile, GNU tar and webdataset write them)."""
+    if size - end < 1024:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        return not handle.read(1024).strip(b"\0")
 
 
 def _index_split(folder: Path, index: dict, split: str) -> ShardSplit:
@@ -244,7 +262,7 @@ def resolve_shards(data_dir: str | Path, split: str, *, partial: bool = False) -
     such as ``'shards/train-{000000..000099}.tar'``. A pattern names the shards of the
     split its files start with (``train-``...; a pattern of other names is the training
     split); other splits come from the ``index.json`` beside the shards. Shards without an
-    index are counted from their headers (`partial`: a truncated one counts what it holds)."""
+    index are counted from their headers (`partial`: a truncated one is counted, not refused)."""
     text = str(data_dir)
     if "{" not in text and not text.endswith(".tar"):
         folder = Path(text)

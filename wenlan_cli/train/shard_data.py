@@ -31,7 +31,9 @@ def usable_workers(requested: int, lanes: int) -> int:
 
 class ShardTrainData:
     def __init__(self, data_dir: str, split: str = "train") -> None:
-        self.split: ShardSplit = resolve_shards(data_dir, split)
+        # A truncated shard is counted, not refused: the stream names it when it gets there,
+        # stopping the run or, with --skip-bad, counting what it lost (as for indexed shards).
+        self.split: ShardSplit = resolve_shards(data_dir, split, partial=True)
         if not self.split.shards:
             raise DataError(f"--data-dir {data_dir} names no {split} shards.")
 
