@@ -26,6 +26,7 @@ def losses(out) -> list[float]:
     return [m["loss"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
 
 
+@pytest.mark.slow  # two short runs with their validations
 def test_finetune_caption_streams_the_training_shards_deterministically(tmp_path, shards, cap_data, pretrain_checkpoint):
     from wenlan_cli.data.sources import load_records
     from wenlan_cli.models.tokenizer import build_char_vocab
