@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from typer.core import TyperCommand
 
 from .option_spec import Option, option_of
 
@@ -184,37 +183,6 @@ def declared_option_names(command: Callable) -> dict[str, str]:
     for cls in more:
         found.update({f.name: cls.__name__ for f, spec in declared_fields(cls) if not spec.config_only})
     return found
-
-
-def add_lazy_command(app: typer.Typer, name: str, load: Callable[[], Callable], help: str) -> None:
-    """Add command `name` to `app`, its function built by `load()` only when the command
-    runs or shows its help: a declared command over a dataclass whose module imports torch
-    would otherwise import it on every start of `wenlan`. `help`: the command's docstring
-    (its first line is the command list's)."""
-
-    class LazyCommand(TyperCommand):
-        real = None
-
-        def make_context(self, info_name, args, parent=None, **extra):
-            if LazyCommand.real is None:
-                LazyCommand.real = _build_command(name, load(), self)
-            return LazyCommand.real.make_context(info_name, args, parent=parent, **extra)
-
-    def placeholder() -> None:
-        raise AssertionError("make_context runs the real command")
-
-    placeholder.__doc__ = help
-    app.command(name, cls=LazyCommand, add_help_option=False)(placeholder)
-
-
-def _build_command(name: str, function: Callable, like: TyperCommand):
-    """The click command of `function`, with the settings of the command it stands for."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=like.rich_markup_mode,
-                      context_settings=like.context_settings)
-    app.command(name)(function)
-    command = typer.main.get_group(app).commands[name]
-    flags_without_type(command)
-    return command
 
 
 def flags_without_type(command) -> None:

@@ -36,8 +36,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "file_input": ("wenlan_cli.output_paths", "file_input"),
     # commands whose options are a config dataclass's fields (wenlan_cli/declared.py)
     "Option": ("wenlan_cli.option_spec", "Option"),
+    "option": ("wenlan_cli.option_spec", "option"),
     "declared_command": ("wenlan_cli.declared", "declared_command"),
-    "add_lazy_command": ("wenlan_cli.declared", "add_lazy_command"),
     # data
     "ImageTextRecord": ("wenlan_cli.data.records", "ImageTextRecord"),
     "load_records": ("wenlan_cli.data.sources", "load_records"),

@@ -15,12 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from wenlan_cli.plugin_api import Option, add_lazy_command
+from wenlan_cli.plugin_api import declared_command
+
+from .config import EVAL_BATCH_SIZE, FinetuneConfig
 
 Opt = typer.Option
-
-# Defaults shown by --help; the library's dataclasses hold the same values.
-_DEFAULT_EVAL_BATCH = 100
 
 
 # --------------------------------------------------------------------------- printing
@@ -74,55 +73,6 @@ def submission_text(captions: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- finetune-caption
 
 
-# The options of finetune-caption: one per FinetuneConfig field (finetune.py gives each its
-# name, type and default; this, its help). The last three are --config keys only.
-FINETUNE_OPTIONS = {name: Option(help=text) for name, text in {
-    "checkpoint": "Pretrain checkpoint (or run directory) whose image tower the captioner starts from (required: here or in --config).",
-    "dataset": "synth (the built-in data), aic-icc, brivl-jsonl, jsonl or csv.",
-    "data_dir": "Folder of --dataset (synth: default is the cached copy).",
-    "out": "Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.",
-    "steps": "Optimizer steps. Default, from the data size (any dataset): max(2400 steps, 10 epochs), at most 100000.",
-    "epochs": "Passes over the training images (one caption each), instead of --steps.",
-    "batch_size": "Captions per step.",
-    "lr": "Peak learning rate of the decoder.",
-    "tower_lr": "Peak learning rate of the tower's trained weights (default: lr / 2).",
-    "weight_decay": "AdamW weight decay.",
-    "warmup": "Warm-up steps before the cosine decay (default: 1/24 of the run, at most 2000).",
-    "label_smoothing": "Label smoothing of the next-token loss.",
-    "eval_every": "Validate every N steps (0: only at the end; default: four times a run).",
-    "eval_split": "Split to validate and keep the best checkpoint on.",
-    "beam_size": "Beam width for validation captions (1: greedy); saved with the checkpoint.",
-    "length_penalty": "Beams ranked by log-probability / length ** this (0: plain sum).",
-    "max_len": "Most tokens per generated caption.",
-    "train_top_blocks": "Train only the tower's top N backbone blocks and the layers above them.",
-    "d_model": "Decoder width.",
-    "layers": "Decoder layers.",
-    "heads": "Decoder attention heads.",
-    "ff_dim": "Decoder feed-forward width.",
-    "dropout": "Decoder dropout.",
-    "max_positions": "Longest token sequence the decoder handles; longer training captions are cut.",
-    "image_size": "Run the image tower at this input size (pixels) instead of the pretrain checkpoint's.",
-    "seed": "Random seed.",
-    "device": "auto, cpu, cuda or cuda:N.",
-    "workers": "DataLoader processes decoding images (default: 0).",
-    "eval_batch_size": "Images per forward pass when captioning the validation split.",
-    "log_every": "Log loss and learning rate every N steps.",
-    "max_time": "Stop after this many seconds (then validate and save).",
-    "image_column": "Image column of jsonl/csv data.",
-    "text_column": "Text column of jsonl/csv data.",
-}.items()} | {
-    "freeze_tower": Option("Keep the whole image tower fixed (its features are then computed once: fast).", flags=("--freeze-tower",)),
-    "train_tower": Option("Train the whole image tower (the default).", flags=("--train-tower",)),
-    "char_vocab": Option("Build a character vocabulary from the training captions instead of using the checkpoint's tokenizer.", flags=("--char-vocab",)),
-    "time_budget": Option("Train for this long (600, 90s, 10m, 1.5h): the first steps' speed sets the number of steps so warm-up and decay end on time (validations come on top). Instead of --steps/--epochs.", cli_type=str),
-    "meteor": Option("Score METEOR in the final validation (it needs Java and takes a while).", flags=("--meteor/--no-meteor",)),
-    "skip_bad": Option("Skip unreadable images instead of failing.", flags=("--skip-bad",)),
-    "train_split": Option(config_only=True),
-    "grad_clip": Option(config_only=True),
-    "cache_features": Option(config_only=True),
-}
-
-
 def _finetune_caption(call, cfg) -> None:
     """Fine-tune a Chinese captioner on a pretrain checkpoint.
 
@@ -149,20 +99,8 @@ def _finetune_caption(call, cfg) -> None:
         raise typer.Exit(128 + int(getattr(signal, result.stopped_early)))
 
 
-def _finetune_caption_command():
-    """`finetune_caption`, built when used: FinetuneConfig's module imports torch."""
-    from wenlan_cli.plugin_api import declared_command
-
-    from .finetune import FinetuneConfig
-
-    # The trainer validates the config (after the output paths are checked).
-    return declared_command(_finetune_caption, FinetuneConfig, specs=FINETUNE_OPTIONS, validate=False)
-
-
-def __getattr__(name: str):
-    if name == "finetune_caption":
-        return _finetune_caption_command()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The trainer validates the config (after the output paths are checked).
+finetune_caption = declared_command(_finetune_caption, FinetuneConfig, validate=False)
 
 
 # --------------------------------------------------------------------------- caption
@@ -181,7 +119,7 @@ def caption(
     beam_size: Annotated[Optional[int], Opt(help="Beam width (1: greedy; default: the checkpoint's).")] = None,
     length_penalty: Annotated[Optional[float], Opt(help="Beams ranked by log-probability / length ** this (default: the checkpoint's).")] = None,
     max_len: Annotated[Optional[int], Opt(help="Most tokens per caption (default: the checkpoint's).")] = None,
-    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = _DEFAULT_EVAL_BATCH,
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = EVAL_BATCH_SIZE,
     workers: Annotated[int, Opt(help="DataLoader processes decoding images.")] = 0,
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     skip_bad: Annotated[bool, Opt("--skip-bad", help="Leave unreadable images out instead of failing.")] = False,
@@ -335,6 +273,6 @@ def score(
 
 def register(app: typer.Typer) -> None:
     """The task's `add_commands` hook: the core joins these to its own commands."""
-    add_lazy_command(app, "finetune-caption", _finetune_caption_command, help=_finetune_caption.__doc__)
+    app.command("finetune-caption")(finetune_caption)
     app.command("caption")(caption)
     app.command("score")(score)

@@ -34,7 +34,6 @@ from wenlan_cli.plugin_api import (
     Trainer,
     UsageError,
     build_plan,
-    check_number,
     make_optimizer,
     normalize_images,
     pad_token_ids,
@@ -44,119 +43,12 @@ from wenlan_cli.plugin_api import (
     strict_json,
 )
 
-from .decoding import DecodeOptions
-from .generate import EVAL_BATCH_SIZE, caption_records, image_loader, score_split
+from .config import FinetuneConfig
+from .generate import caption_records, image_loader, score_split
 from .model import CaptionModel, HeadConfig, configure_tower, count_trainable, tower_is_frozen
 
 # Cache the frozen tower's region sequences when they take at most this many bytes.
 FEATURE_CACHE_LIMIT = 4 * 2**30
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything `wenlan finetune-caption` accepts."""
-
-    checkpoint: str
-    dataset: str = "synth"
-    data_dir: str | None = None
-    out: str = "runs/caption"
-    train_split: str = "train"
-    eval_split: str = "val"
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 64
-    lr: float = 2e-3
-    # Learning rate of the tower's trainable weights (default: lr / 2).
-    tower_lr: float | None = None
-    weight_decay: float = 0.01
-    # None: CAPTION_RULE's share of the run (100 of the 2,400 steps the rule gives small sets).
-    warmup: int | None = None
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-    # Validate every N steps (0: only at the end; None: four times per run).
-    eval_every: int | None = None
-    beam_size: int = 1
-    length_penalty: float = 0.0
-    max_len: int = 64
-    # The image tower: frozen, its top N backbone blocks (and the layers above) trained, or all
-    # trained (the default, also with --train-tower).
-    freeze_tower: bool = False
-    train_top_blocks: int | None = None
-    train_tower: bool = False
-    # Build a character vocabulary from the training captions instead of the checkpoint's tokenizer.
-    char_vocab: bool = False
-    d_model: int = 128
-    layers: int = 2
-    heads: int = 4
-    ff_dim: int = 512
-    dropout: float = 0.1
-    max_positions: int = 64
-    # Run the tower at this input size instead of the pretrain checkpoint's (saved with the captioner).
-    image_size: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    eval_batch_size: int = EVAL_BATCH_SIZE
-    log_every: int = 10
-    max_time: float | None = None
-    # Plan the steps so warm-up and decay end after this long ("10m", "1.5h", seconds).
-    time_budget: str | float | None = None
-    # Score METEOR in the final validation (periodic validations leave it out: it is slow).
-    meteor: bool = True
-    # Cache the frozen tower's region sequences in memory (None: when they fit FEATURE_CACHE_LIMIT).
-    cache_features: bool | None = None
-    skip_bad: bool = False
-    image_column: str | None = None
-    text_column: str | None = None
-
-    def tower_mode(self) -> tuple[str, int]:
-        """("frozen" | "top" | "all", top blocks); the whole tower trains unless told otherwise."""
-        chosen = [name for name, on in (
-            ("--freeze-tower", self.freeze_tower),
-            ("--train-top-blocks", self.train_top_blocks is not None),
-            ("--train-tower", self.train_tower),
-        ) if on]  # fmt: skip
-        if len(chosen) > 1:
-            raise UsageError(f"give one of {' / '.join(chosen)}, not both.")
-        if self.freeze_tower:
-            return "frozen", 0
-        if self.train_top_blocks is not None:
-            return "top", self.train_top_blocks
-        return "all", 0
-
-    def decode_options(self) -> DecodeOptions:
-        return DecodeOptions(beam_size=self.beam_size, length_penalty=self.length_penalty, max_len=self.max_len)
-
-    def validate(self) -> None:
-        if self.steps is not None and self.epochs is not None:
-            raise UsageError("give --steps or --epochs, not both.")
-        if self.steps is not None and self.steps < 1:
-            raise UsageError("--steps must be at least 1.")
-        if self.epochs is not None and self.epochs <= 0:
-            raise UsageError("--epochs must be positive.")
-        if self.time_budget is not None:
-            parse_duration(self.time_budget)
-            if self.steps is not None or self.epochs is not None:
-                raise UsageError("give --time-budget or --steps/--epochs, not both.")
-        if self.warmup is not None and self.warmup < 0:
-            raise UsageError("--warmup must be 0 or more steps.")
-        for name in ("batch_size", "eval_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
-        if self.lr <= 0 or (self.tower_lr is not None and self.tower_lr <= 0):
-            raise UsageError("learning rates must be positive.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UsageError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}.")
-        if self.image_size is not None and self.image_size < 16:
-            raise UsageError(f"--image-size must be at least 16 pixels, not {self.image_size}.")
-        if self.train_top_blocks is not None and self.train_top_blocks < 0:
-            raise UsageError("--train-top-blocks must be 0 or more.")
-        if self.eval_every is not None and self.eval_every < 0:
-            raise UsageError("--eval-every must be 0 or more.")
-        for name, bound in FINETUNE_BOUNDS.items():
-            check_number(f"--{name.replace('_', '-')}", getattr(self, name), *bound)
-        self.tower_mode()
-        self.decode_options().validate()
 
 
 @dataclass
@@ -167,18 +59,6 @@ class FinetuneResult:
     best: Path
     final: Path
     stopped_early: str | None = None
-
-
-# The bounds of finetune-caption's numeric options, with the core's rule (wenlan_cli.config.
-# check_number): NaN, infinities and values outside are refused naming the option.
-FINETUNE_BOUNDS = {
-    "lr": (0, None, True, False), "tower_lr": (0, None, True, False), "weight_decay": (0, None, False, False),
-    "grad_clip": (0, None, False, False), "epochs": (0, None, True, False), "max_time": (0, None, True, False),
-    "workers": (0, 256, False, False), "d_model": (1, 65536, False, False), "layers": (1, 256, False, False),
-    "heads": (1, 1024, False, False), "ff_dim": (1, 262144, False, False), "dropout": (0, 1, False, True),
-    "max_positions": (1, 8192, False, False), "image_size": (16, 4096, False, False),
-}
-
 
 
 class CaptionBatch(NamedTuple):

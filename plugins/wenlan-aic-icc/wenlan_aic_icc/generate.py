@@ -15,10 +15,9 @@ from torch.utils.data import DataLoader
 
 from wenlan_cli.plugin_api import DataError, ImageCollator, ImageDataset, ImageSettings, ImageTextRecord, normalize_images
 
+from .config import EVAL_BATCH_SIZE
 from .decoding import DecodeOptions, _banned_tokens, decode, detokenize
 
-# Images per forward pass when captioning (the same in finetune-caption and caption).
-EVAL_BATCH_SIZE = 100
 # Scored in place of a caption that is empty after the protocol's clean-up (the official
 # scorer refuses empty captions); counted in the result's warnings.
 EMPTY_PLACEHOLDER = "空"
