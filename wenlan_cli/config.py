@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .option_spec import device_option, option, precision_option
+from .option_spec import check_precision_name, device_option, option, precision_option
 
 
 @dataclass
@@ -384,8 +384,7 @@ class TrainConfig:
                 raise UsageError("give --time-budget or --steps/--epochs, not both.")
         if self.lr <= 0:
             raise UsageError("--lr must be positive.")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise UsageError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}.")
+        check_precision_name(self.precision)
         if self.loss is not None and self.loss not in ("moco", "clip"):
             raise UsageError(f"--loss must be moco or clip, not {self.loss!r}.")
         for name, bound in TRAIN_BOUNDS.items():

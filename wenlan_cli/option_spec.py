@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UsageError
+
 # The key under which a field's `Option` sits in `dataclasses.Field.metadata`.
 OPTION = "wenlan_option"
 
@@ -62,5 +64,16 @@ def device_option(**more):
 
 
 def precision_option(**more):
-    """--precision, checked by engine/device.py `check_precision` (pretrain: TrainConfig.validate)."""
+    """--precision, checked by `check_precision_name` (engine/device.py `check_precision`
+    adds the device rule)."""
     return option("fp32", help="fp32, bf16 or fp16 (fp16 on a GPU only).", **more)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision_name(precision: str) -> None:
+    """A --precision value is one of PRECISIONS. Here, without torch, so a config refuses a
+    bad name before any model or device is touched; the same sentence everywhere."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")

@@ -10,6 +10,7 @@ import torch
 
 from ..cores import usable_cores
 from ..errors import UsageError
+from ..option_spec import check_precision_name
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
@@ -37,8 +38,7 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
 
 def check_precision(precision: str, device: torch.device) -> None:
     """fp32, bf16 or fp16 (fp16 only on a GPU: CPU kernels lack it or are slow and inexact)."""
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, not {precision!r}.")
+    check_precision_name(precision)
     if precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU.")
 

@@ -24,7 +24,7 @@ from ..data.records import ImageTextRecord
 from ..data.sources import STREAM_DATASET, load_records
 from ..data.memory import release_freed_memory
 from ..data.table import caption_counts as count_captions, joined_captions
-from ..engine.device import autocast_context
+from ..engine.device import autocast_context, check_precision
 from ..errors import CheckpointError, DataError, UsageError
 from ..eval.evaluate import evaluate_retrieval
 from ..models.normalization import resolve_image_normalization
@@ -124,8 +124,7 @@ class Pretrainer(Trainer):
         """The device checks, the run directory, and the checkpoint to resume (whose run's
         options become this run's)."""
         cfg, ctx = self.cfg, self.ctx
-        if ctx.device.type == "cpu" and cfg.precision == "fp16":
-            raise UsageError("--precision fp16 needs a GPU (it relies on a GradScaler); use bf16 or fp32 on CPU.")
+        check_precision(cfg.precision, ctx.device)  # fp16 relies on a GradScaler: a GPU only
         if ctx.device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {cfg.device} was asked for but no GPU is available.")
         self.out.mkdir(parents=True, exist_ok=True)
