@@ -9,8 +9,9 @@ boxes and token ids) through a DataLoader with the same options (`persistent_wor
 `prefetch_factor=4` with workers). There is no random augmentation in the pipeline; the
 transforms are the decode, the resize and the boxes. Captions are tokenised once up front
 here (`tokenize_all` per record, timed and reported separately, with its cost for the
-default 10k x 5 captions); `wenlan pretrain` itself tokenises per pair in the DataLoader
-(`CaptionTokens`), so its workers also do that small part of the work.
+default 10k x 5 captions); `wenlan pretrain` itself hands `PairDataset` a `CaptionTokens`,
+and `PairCollator` tokenises each batch's captions in the DataLoader worker, so its
+workers also do that small part of the work.
 
 Each config is `wN` (N DataLoader workers, torch's default intra-op threads in the main
 process) or `wNtM` (also `torch.set_num_threads(M)` in the main process while it runs);
