@@ -212,7 +212,7 @@ def test_unknown_options_and_missing_required_ones_are_usage_errors(capsys):
 
 def test_encode_inputs_and_manifest_without_a_model(synth_dir, tmp_path):
     """`wenlan encode`'s library steps: what it reads from each kind of input, and the manifest."""
-    from wenlan_cli.cli.encode import collect_inputs, manifest_of
+    from wenlan_cli.encode_inputs import collect_inputs, manifest_of
 
     texts = tmp_path / "t.txt"
     texts.write_text("一只猫\n\n一条狗\n", encoding="utf-8")

@@ -1,10 +1,13 @@
-"""`wenlan encode`: image files/folders or texts to an (N, D) float32 .npy."""
+"""`wenlan encode`: image files/folders or texts to an (N, D) float32 .npy.
+
+The options, their checks, the progress bar and the files written; gathering the inputs,
+encoding them and the manifest are `wenlan_cli/encode_inputs.py`."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -42,6 +45,7 @@ def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
     from rich.console import Console
 
     from ..backends import open_backend
+    from ..encode_inputs import collect_inputs, manifest_of, manifest_file
     from ..errors import UsageError
 
     paths, checkpoint, output, texts, manifest = cfg.paths, cfg.checkpoint, cfg.output, cfg.texts, cfg.manifest
@@ -57,7 +61,7 @@ def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
         raise UsageError(f"nothing to encode: {'no non-blank lines in ' + str(texts) if texts else 'no images found'}.")
     encoder = open_backend(backend, checkpoint, device=dev, precision=precision)
     array, rows, skipped = _encode(encoder, inputs, err, batch_size=batch_size, workers=workers, skip_bad=cfg.skip_bad)
-    manifest_path = manifest or (output.with_suffix(".manifest.json") if output is not None else None)
+    manifest_path = manifest_file(output, manifest)
     _save(array, output)
     if manifest_path is not None:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,7 @@ def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
 def _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend, **inference):
     """Every option checked before anything is read; returns the device."""
     from ..backends import check_backend, check_onnx_options
+    from ..encode_inputs import manifest_file
     from ..errors import UsageError
     from ..output_paths import check_outputs, checkpoint_input, file_input, folder_input, path_input
     from .options import check_file_output, check_inference_options
@@ -89,7 +94,7 @@ def _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir
     check = check_onnx_options if check_backend(backend) == "onnx" else check_inference_options
     dev = check(**inference)
     check_outputs(
-        [("--output", output), ("--manifest", manifest or (output.with_suffix(".manifest.json") if output is not None else None))],
+        [("--output", output), ("--manifest", manifest_file(output, manifest))],
         [*(i for p in paths or [] for i in path_input("PATHS", p)), *file_input("--texts", texts),
          *checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)],
     )
@@ -100,79 +105,17 @@ def _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir
     return dev
 
 
-@dataclass
-class EncodeInputs:
-    """What `wenlan encode` encodes: texts, or images (paths, or a dataset's records)."""
-
-    items: list  # texts, or image paths
-    texts: bool
-    records: list | None = None  # a dataset's records (their boxes are used)
-    caption_images: list | None = None  # --captions: the image of each caption
-    not_files: list = field(default_factory=list)  # {"path", "reason"} of arguments that are not image files
-
-
-def collect_inputs(paths, texts, dataset, data_dir, split, captions) -> EncodeInputs:
-    """The items of one of: image files/folders, a texts file, a dataset split (its images,
-    or with `captions` its captions)."""
-    from ..data.files import read_text_lines
-    from ..data.imagefiles import collect_image_paths
-
-    if dataset is not None:
-        from ..data.sources import load_records
-
-        records = load_records(dataset, data_dir, split)
-        if captions:
-            found = EncodeInputs([c for r in records for c in r.captions], True, records,
-                                 [r.image_id for r in records for _ in r.captions])
-        else:
-            found = EncodeInputs([r.image_path for r in records], False, records)
-    elif texts is not None:
-        found = EncodeInputs(read_text_lines(texts), True)
-    else:
-        not_files: list = []
-        items = collect_image_paths(paths, skipped=not_files)
-        found = EncodeInputs(items, False, not_files=[{"path": str(p), "reason": reason} for p, reason in not_files])
-    return found
-
-
-def _encode(encoder, inputs: EncodeInputs, err, *, batch_size, workers, skip_bad):
-    """(float32 array, manifest rows, skipped entries), with a progress bar on a terminal."""
-    import numpy as np
-
-    from ..data.records import ImageTextRecord
+def _encode(encoder, inputs, err, *, batch_size, workers, skip_bad):
+    """`encode_inputs`' (array, manifest rows, skipped entries), with a progress bar on a terminal."""
+    from ..encode_inputs import encode_inputs
     from ..engine.progress import counting_progress
     from .options import inference_workers
 
     progress = counting_progress("encoding", err, disable=not err.is_terminal)  # a bar only on a terminal (no stray newline in logs)
-    listed = [{"path": e["path"], "error": f"{e['path']}: skipped, {e['reason']}"} for e in inputs.not_files]
     with progress:
         task = progress.add_task("encode", total=len(inputs.items))
-        advance = lambda n: progress.advance(task, n)  # noqa: E731
-        if inputs.texts:
-            vectors = encoder.encode_texts(inputs.items, batch_size=batch_size, on_batch=advance)
-            rows, skipped = inputs.items, []
-        else:
-            records = inputs.records or [ImageTextRecord(image_id=str(p), image_path=p, captions=[]) for p in inputs.items]
-            vectors, kept, failures = encoder.encode_images(
-                records, batch_size=batch_size, workers=inference_workers(workers), skip_bad=skip_bad, on_batch=advance,
-            )
-            rows = [str(inputs.items[i]) if inputs.records is None else records[i].image_id for i in kept]
-            skipped = [{"path": str(inputs.items[i]), "error": message} for i, message in failures] + listed
-    return np.ascontiguousarray(vectors, dtype=np.float32), rows, skipped
-
-
-def manifest_of(checkpoint, backend: str, inputs: EncodeInputs, shape, rows, skipped, *, dataset=None, split=None) -> dict:
-    """The manifest beside the .npy: where the vectors come from and the row order."""
-    return {
-        "checkpoint": str(checkpoint),
-        **({"backend": "onnx"} if backend == "onnx" else {}),
-        "kind": "text" if inputs.texts else "image",
-        "shape": list(shape),
-        "rows": rows,
-        **({"dataset": dataset, "split": split} if dataset else {}),
-        **({"caption_images": inputs.caption_images} if inputs.caption_images is not None else {}),
-        "skipped": skipped,
-    }
+        return encode_inputs(encoder, inputs, batch_size=batch_size, workers=inference_workers(workers), skip_bad=skip_bad,
+                             on_batch=lambda n: progress.advance(task, n))
 
 
 def _save(array, output: Path | None) -> None:
