@@ -12,7 +12,7 @@ Two dataset names are not readers here: "synth" and "webdataset" are handled by
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wenlan_cli.data.aic_icc import read_aic_icc
@@ -24,7 +24,7 @@ from wenlan_cli.errors import DataError, UsageError
 
 __all__ = ["Reader", "available_datasets", "read_split", "register_reader", "unregister_reader"]
 
-Reader = Callable[..., list[ImageTextRecord]]
+Reader = Callable[..., Sequence[ImageTextRecord]]  # a list, or a table.RecordTable
 
 _READERS: dict[str, Reader] = {}
 
@@ -70,7 +70,7 @@ def _check_options(name: str, fn: Reader, options: dict) -> None:
         raise UsageError(f"the dataset {name!r} has no option {unknown[0]!r} ({takes}).")
 
 
-def read_split(dataset: str, data_dir: Path | str, split: str, **options) -> list[ImageTextRecord]:
+def read_split(dataset: str, data_dir: Path | str, split: str, **options) -> Sequence[ImageTextRecord]:
     """Read `split` of `dataset` from `data_dir`; records come back in file order.
 
     Raises UsageError for an unknown dataset (listing the choices) or an
@@ -93,7 +93,8 @@ def read_split(dataset: str, data_dir: Path | str, split: str, **options) -> lis
 # generates or finds the cached synthetic folder (data/synthetic.py), which is in
 # the AIC-ICC layout, and reads it with the "aic-icc" reader; "webdataset" shards
 # are read there too (data/shards.py). Other modules test for these two names
-# directly (train/loop.py, data/convert.py, data/check.py, report/page.py, tasks.py).
+# directly (train/loop.py, data/convert.py, data/check.py, report/page.py, the AIC-ICC
+# plugin's finetune.py) or list them (tasks.py, the --dataset helps).
 register_reader("aic-icc", read_aic_icc)
 register_reader("brivl-jsonl", read_brivl_jsonl)
 register_reader("jsonl", read_jsonl)
