@@ -172,6 +172,47 @@ def _prepare_out(out: Path, options: dict) -> bool:
     return False
 
 
+def _check_options(source: str, shard_size: int, max_side: int | None) -> None:
+    if source not in SOURCES:
+        raise UsageError(f"--from {source!r} is not a source; choose one of: {', '.join(SOURCES)}.")
+    if shard_size < 1:
+        raise UsageError("--shard-size must be at least 1.")
+    if max_side is not None and max_side < 16:
+        raise UsageError("--max-side must be at least 16 pixels.")
+
+
+def _convert_split(records, split: str, out: Path, shard_size: int, max_side: int | None, skip_bad: bool, on_sample) -> dict:
+    """Write one split's shards and return its index entry. A shard whose file and stats
+    are both on disk was finished by an interrupted run and is kept, so a convert resumes."""
+    state = out / STATE_DIR
+    count = math.ceil(len(records) / shard_size)
+    entries, char_counts, skipped = [], Counter(), []
+    for number in range(count):
+        path = out / shard_name(split, number)
+        stats_path = state / f"{split}-{number:06d}.json"
+        chunk = records[number * shard_size : (number + 1) * shard_size]
+        if path.is_file() and stats_path.is_file():
+            stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        else:
+            stats = _write_shard(path, chunk, number * shard_size, max_side, skip_bad)
+            tmp = stats.pop("tmp")
+            _write_json(stats_path, stats)
+            os.replace(tmp, path)
+        entries.append({"name": stats["name"], "samples": stats["samples"]})
+        char_counts.update(stats["char_counts"])
+        skipped += stats["skipped"]
+        if on_sample:
+            on_sample(len(chunk))
+    return {
+        "samples": sum(e["samples"] for e in entries),
+        "captions": sum(json.loads((state / f"{split}-{n:06d}.json").read_text(encoding="utf-8"))["captions"] for n in range(count)),
+        "shards": entries,
+        "skipped": len(skipped),
+        "skipped_images": skipped[:100],
+        "char_counts": dict(sorted(char_counts.items())),
+    }
+
+
 def convert_dataset(
     source: str,
     src: Path | str,
@@ -191,12 +232,7 @@ def convert_dataset(
     `splits=None` converts whichever of train/val/test the source has (a folder is one
     train split); naming splits makes a missing one an error. `on_split(split, samples)`
     and `on_sample(n)` drive a progress bar."""
-    if source not in SOURCES:
-        raise UsageError(f"--from {source!r} is not a source; choose one of: {', '.join(SOURCES)}.")
-    if shard_size < 1:
-        raise UsageError("--shard-size must be at least 1.")
-    if max_side is not None and max_side < 16:
-        raise UsageError("--max-side must be at least 16 pixels.")
+    _check_options(source, shard_size, max_side)
     src, out = Path(src), Path(out)
     if not src.exists():
         raise DataError(f"the source {src} does not exist.")
@@ -206,7 +242,6 @@ def convert_dataset(
         if log:
             log(f"{out} already holds this conversion; nothing to do.")
         return json.loads((out / INDEX_NAME).read_text(encoding="utf-8"))
-    state = out / STATE_DIR
     index = {"format": FORMAT, "version": VERSION, "source": {"from": source, "path": str(src)}, "options": options, "splits": {}}
     for split in chosen:
         try:
@@ -219,36 +254,11 @@ def convert_dataset(
             continue
         if not records:
             continue
-        count = math.ceil(len(records) / shard_size)
         if on_split:
             on_split(split, len(records))
-        entries, char_counts, skipped = [], Counter(), []
-        for number in range(count):
-            path = out / shard_name(split, number)
-            stats_path = state / f"{split}-{number:06d}.json"
-            chunk = records[number * shard_size : (number + 1) * shard_size]
-            if path.is_file() and stats_path.is_file():
-                stats = json.loads(stats_path.read_text(encoding="utf-8"))
-            else:
-                stats = _write_shard(path, chunk, number * shard_size, max_side, skip_bad)
-                tmp = stats.pop("tmp")
-                _write_json(stats_path, stats)
-                os.replace(tmp, path)
-            entries.append({"name": stats["name"], "samples": stats["samples"]})
-            char_counts.update(stats["char_counts"])
-            skipped += stats["skipped"]
-            if on_sample:
-                on_sample(len(chunk))
-        index["splits"][split] = {
-            "samples": sum(e["samples"] for e in entries),
-            "captions": sum(json.loads((state / f"{split}-{n:06d}.json").read_text(encoding="utf-8"))["captions"] for n in range(count)),
-            "shards": entries,
-            "skipped": len(skipped),
-            "skipped_images": skipped[:100],
-            "char_counts": dict(sorted(char_counts.items())),
-        }
+        index["splits"][split] = _convert_split(records, split, out, shard_size, max_side, skip_bad, on_sample)
     if not index["splits"]:
         raise DataError(f"{src} has no split to convert (read as {source}).")
     _write_json(out / INDEX_NAME, index)
-    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
     return index
