@@ -59,15 +59,6 @@ def all_gather_cat(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return out
 
 
-def all_gather_with_grad(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Concatenate across ranks keeping the gradient path (for in-batch negatives)."""
-    if not ctx.distributed:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
-
-
 def all_reduce_mean(value: float, ctx: DistContext, device: torch.device) -> float:
     if not ctx.distributed:
         return value
