@@ -20,6 +20,7 @@ The core's commands and a task plugin's (through `wenlan_cli.plugin_api`) both u
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -72,7 +73,7 @@ def declared_fields(cls, specs: dict[str, Option] | None = None) -> list[tuple[d
 def cli_type(cls, f: dataclasses.Field, spec: Option):
     """The type the command line parses for field `f`: its own, or `spec.cli_type` for a
     union (`int | str`), Optional when the field may be None."""
-    hint = typing.get_type_hints(cls)[f.name]
+    hint = _type_hints(cls)[f.name]
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     members = typing.get_args(hint) if union else (hint,)
     real = [m for m in members if m is not type(None)]
@@ -80,6 +81,14 @@ def cli_type(cls, f: dataclasses.Field, spec: Option):
     if chosen is None:
         raise TypeError(f"{cls.__name__}.{f.name} is a union ({hint}); give Option(cli_type=...).")
     return Optional[chosen] if type(None) in members else chosen
+
+
+@functools.cache
+def _type_hints(cls) -> dict:
+    """`cls`' resolved annotations, once per class: resolving them (strings under `from
+    __future__ import annotations`) per field was most of the time a command took to build
+    on every start of `wenlan`."""
+    return typing.get_type_hints(cls)
 
 
 def field_default(f: dataclasses.Field):
