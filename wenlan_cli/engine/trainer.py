@@ -266,13 +266,15 @@ class Trainer:
         state = self.state
         seconds_per_step = state.timer.observe(state.step, self.clock())
         if seconds_per_step is not None:
-            self.measured(seconds_per_step)
+            self.use_measured_speed(seconds_per_step)
         if not state.resumed:
             message = state.watch.update(state.step, loss, self.plan.total, begin=self.plan.queue_warmup)
             if message:
                 self.warn(message)
 
-    def measured(self, seconds_per_step: float) -> None:
+    def use_measured_speed(self, seconds_per_step: float) -> None:
+        """Once the first steps are timed: with --time-budget, re-plan the run from the speed;
+        log the time the run will take."""
         # Every process plans with the same (averaged) figures, so all stop at the same step.
         ctx, state = self.ctx, self.state
         seconds_per_step = all_reduce_mean(seconds_per_step, ctx, ctx.device)
