@@ -1,8 +1,9 @@
 """A run directory that a failed start leaves behind is removed again.
 
-A pretrain start that fails before its first checkpoint (bad data, a usage error found
-late, out of memory, Ctrl-C while loading) would otherwise leave an empty or
-config-only run directory that looks like a run. `discard_failed_start` removes what
+A training start (`Trainer.run`: pretraining or a task's fine-tuning) that fails before
+its first checkpoint (bad data, a usage error found late, out of memory, Ctrl-C while
+loading) would otherwise leave an empty or config-only run directory that looks like a
+run. `discard_failed_start` removes what
 the failed start wrote when no checkpoint is in the directory: the whole folder when the
 start created it, else only the entries that were not there before. A run that fails
 after writing a checkpoint is left as it is (its checkpoint is the last good state).
