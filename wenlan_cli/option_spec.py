@@ -69,6 +69,12 @@ def precision_option(**more):
     return option("fp32", help="fp32, bf16 or fp16 (fp16 on a GPU only).", **more)
 
 
+def inference_workers_option(**more):
+    """--workers of the commands that encode images (classify, encode, index); None becomes
+    cli/options.py `inference_workers` (up to 4)."""
+    return option(None, help="DataLoader processes decoding images (default: up to 4).", **more)
+
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import device_option, option, precision_option
+from ..option_spec import device_option, inference_workers_option, option, precision_option
 
 
 def _write(path: Path, text: str) -> None:
@@ -46,7 +46,7 @@ class ClassifyConfig:
     eval: bool = option(False, "--eval", help="Images sit in folders named after their labels: report top-1/top-5 accuracy.")
     skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out instead of failing.")
     batch_size: int = option(64, help="Images per forward pass.")
-    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    workers: int | None = inference_workers_option()
     device: str = device_option()
     precision: str = precision_option()
 

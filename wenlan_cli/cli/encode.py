@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import device_option, option, precision_option
+from ..option_spec import device_option, inference_workers_option, option, precision_option
 
 
 @dataclass(kw_only=True)  # the required --checkpoint follows the optional PATHS
@@ -31,7 +31,7 @@ class EncodeConfig:
     captions: bool = option(False, "--captions", help="With --dataset: encode the split's captions (in record order) instead of its images.")
     skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out (the manifest lists them) instead of failing.")
     batch_size: int = option(128, help="Items per forward pass.")
-    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    workers: int | None = inference_workers_option()
     device: str = device_option()
     precision: str = precision_option()
     backend: str = option("torch", help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx`, run on onnxruntime without torch.")

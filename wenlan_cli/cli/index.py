@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..declared import Invocation, declared_command
-from ..option_spec import device_option, option, precision_option
+from ..option_spec import device_option, inference_workers_option, option, precision_option
 
 
 @dataclass
@@ -22,7 +22,7 @@ class IndexConfig:
     hash_contents: bool | None = option(None, "--hash/--no-hash", help="Record SHA-256 of every file and detect changes by content, not size + mtime (default: as the existing index).")
     skip_bad: bool = option(False, "--skip-bad", help="Leave unreadable images out (listed in index.json) instead of failing.")
     batch_size: int = option(64, help="Images per forward pass.")
-    workers: int | None = option(None, help="DataLoader processes decoding images (default: up to 4).")
+    workers: int | None = inference_workers_option()
     device: str = device_option()
     precision: str = precision_option()
     backend: str = option("torch", help="torch, or onnx: --checkpoint is then a bundle of `wenlan export onnx` (default: the index's), run on onnxruntime without torch.")
