@@ -102,8 +102,8 @@ def field_default(f: dataclasses.Field):
 def _parameter(cls, f: dataclasses.Field, spec: Option, *, file_may_give: bool) -> inspect.Parameter:
     annotation, default = cli_type(cls, f, spec), field_default(f)
     if default is dataclasses.MISSING:
-        # Required: by click itself, unless a --config file may give it (checked in `build`);
-        # a required argument always comes from the command line.
+        # Required: by click itself, unless a --config file may give it (then checked in
+        # `config_from_call`); a required argument always comes from the command line.
         optional = file_may_give and not spec.argument
         annotation, default = (Optional[annotation], None) if optional else (annotation, inspect.Parameter.empty)
     extra = {"metavar": spec.metavar} if spec.metavar is not None else {}
@@ -147,7 +147,7 @@ def declared_command(body: Callable, config_cls, *more, specs: dict[str, Option]
             from .config import load_config_file
 
             call.file_options = load_config_file(call.config_file)
-        cfg = build(config_cls, call, specs, validate=validate)
+        cfg = config_from_call(config_cls, call, specs, validate=validate)
         return body(call, cfg, *others)
 
     command.__signature__ = inspect.Signature(params)
@@ -163,7 +163,7 @@ def given_options(ctx: typer.Context, values: dict) -> dict:
     return {k: v for k, v in values.items() if ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
-def build(cls, call: Invocation, specs=None, *, validate: bool = True):
+def config_from_call(cls, call: Invocation, specs=None, *, validate: bool = True):
     """`cls` from its defaults < the --config file < the options given; a required field
     given by neither is click's own "Missing option" usage error."""
     cli = call.given
