@@ -5,7 +5,6 @@ loss, strict JSON metrics, and resumes that refuse conflicting options."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
