@@ -1,7 +1,7 @@
 """See a training run: `wenlan report RUN_DIR` writes one self-contained HTML page
 (curves, the final recall table, the settings, retrieval examples with thumbnails), and
-`MetricsWriter` mirrors metrics.jsonl into TensorBoard event files when tensorboard is
-installed.
+`MetricsWriter` (engine/metrics.py, re-exported here) mirrors metrics.jsonl into
+TensorBoard event files when tensorboard is installed.
 
 Importing this package is cheap: matplotlib and the model are only loaded by
 `write_report`.
