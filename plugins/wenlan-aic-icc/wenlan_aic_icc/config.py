@@ -31,7 +31,7 @@ class FinetuneConfig:
     """Everything `wenlan finetune-caption` accepts."""
 
     checkpoint: str = option(help="Pretrain checkpoint (or run directory) whose image tower the captioner starts from (required: here or in --config).")
-    dataset: str = option("synth", help="synth (the built-in data), aic-icc, brivl-jsonl, jsonl or csv.")
+    dataset: str = option("synth", help="synth (the built-in data), aic-icc, brivl-jsonl, jsonl, csv, or webdataset (shards from wenlan data convert, streamed).")
     data_dir: str | None = option(None, help="Folder of --dataset (synth: default is the cached copy).")
     out: str = option("runs/caption", help="Run directory: best/ (by val CIDEr), final/, metrics.jsonl, scores.json.")
     train_split: str = option("train", config_only=True)
