@@ -237,7 +237,7 @@ def main() -> None:
             "met": bool(big["first_step_s"] is not None and big["first_step_s"] <= FIRST_STEP_TARGET_S
                         and over <= RSS_OVER_SMALL_TARGET_MB),
         }
-    line["shards"] = shards if args.shard_sizes else "not measured: this checkout has no wenlan data convert"
+    line["shards"] = shards if args.shard_sizes else "not measured (--shard-sizes is empty)"
     if shards:
         line["shards_flat"] = shard_verdict(shards)
     if speeds:
