@@ -53,6 +53,10 @@ def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
     batch_size, workers, device, precision = cfg.batch_size, cfg.workers, cfg.device, cfg.precision
     dev = _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend,
                          device=device, precision=precision, batch_size=batch_size, workers=workers)
+    if backend == "torch":
+        from ..engine.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(checkpoint)  # a missing checkpoint is named before any data is read or generated
     err = Console(stderr=True)
     inputs = collect_inputs(paths, texts, dataset, data_dir, split, captions)
     for entry in inputs.not_files:

@@ -136,7 +136,7 @@ def caption(
 
     from wenlan_cli.plugin_api import check_outputs, checkpoint_input, folder_input, path_input, pick_device
 
-    from .checkpoint import load_caption_checkpoint
+    from .checkpoint import load_caption_checkpoint, resolve_caption_checkpoint
     from .generate import score_split
 
     _check_caption_options(images, dataset, score, scores_output, batch_size)
@@ -146,6 +146,7 @@ def caption(
          *folder_input("--data-dir", data_dir)],
     )
     err = Console(stderr=True, soft_wrap=True)
+    resolve_caption_checkpoint(checkpoint)  # a missing checkpoint is named before any data is read or generated
     if dataset is not None:
         records = _split_records(dataset, data_dir, split, image_column, text_column)
     else:
