@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     # data
     "ImageTextRecord": ("wenlan_cli.data.records", "ImageTextRecord"),
     "load_records": ("wenlan_cli.data.sources", "load_records"),
+    "check_dataset_options": ("wenlan_cli.data.sources", "check_dataset_options"),
     "ShardTrainData": ("wenlan_cli.train.shard_data", "ShardTrainData"),  # --dataset webdataset, streamed
     "collect_image_paths": ("wenlan_cli.data.imagefiles", "collect_image_paths"),
     "json_type_name": ("wenlan_cli.data.fields", "json_type_name"),

@@ -54,8 +54,11 @@ def _encode_command(call: Invocation, cfg: EncodeConfig) -> None:
     dev = _check_options(paths, checkpoint, output, texts, manifest, dataset, data_dir, captions, backend,
                          device=device, precision=precision, batch_size=batch_size, workers=workers)
     if backend == "torch":
+        from ..data.sources import check_dataset_options
         from ..engine.checkpoint import resolve_checkpoint
 
+        if dataset is not None:
+            check_dataset_options(dataset, data_dir)
         resolve_checkpoint(checkpoint)  # a missing checkpoint is named before any data is read or generated
     err = Console(stderr=True)
     inputs = collect_inputs(paths, texts, dataset, data_dir, split, captions)

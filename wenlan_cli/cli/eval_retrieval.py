@@ -40,7 +40,7 @@ def _eval_retrieval(call: Invocation, cfg: EvalRetrievalConfig) -> None:
     any of them ranks within K (Chinese-CLIP's own rule)."""
     from rich.console import Console
 
-    from ..data.sources import load_records
+    from ..data.sources import check_dataset_options, load_records
     from ..engine.checkpoint import resolve_checkpoint
     from ..errors import UsageError
     from ..eval.evaluate import evaluate_retrieval, query_table
@@ -56,6 +56,7 @@ def _eval_retrieval(call: Invocation, cfg: EvalRetrievalConfig) -> None:
     from ..output_paths import check_outputs, checkpoint_input, folder_input
 
     check_outputs([("--output", output)], [*checkpoint_input("--checkpoint", checkpoint), *folder_input("--data-dir", data_dir)])
+    check_dataset_options(dataset, data_dir)
     resolve_checkpoint(checkpoint)  # a missing checkpoint is named before any data is read or generated
     options = {k: v for k, v in (("image_column", cfg.image_column), ("text_column", cfg.text_column)) if v}
     records = load_records(dataset, data_dir, split, **options)

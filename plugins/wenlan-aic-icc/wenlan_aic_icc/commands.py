@@ -134,7 +134,7 @@ def caption(
 
     from rich.console import Console
 
-    from wenlan_cli.plugin_api import check_outputs, checkpoint_input, folder_input, path_input, pick_device
+    from wenlan_cli.plugin_api import check_dataset_options, check_outputs, checkpoint_input, folder_input, path_input, pick_device
 
     from .checkpoint import load_caption_checkpoint, resolve_caption_checkpoint
     from .generate import score_split
@@ -146,6 +146,8 @@ def caption(
          *folder_input("--data-dir", data_dir)],
     )
     err = Console(stderr=True, soft_wrap=True)
+    if dataset is not None:
+        check_dataset_options(dataset, data_dir)
     resolve_caption_checkpoint(checkpoint)  # a missing checkpoint is named before any data is read or generated
     if dataset is not None:
         records = _split_records(dataset, data_dir, split, image_column, text_column)
